@@ -1,0 +1,17 @@
+//! Implementations of the domain's ports.
+//!
+//! # Layout
+//! - [`crypto`]: envelope encryption with `ring` (KEKs wrap per-namespace data keys; AES-256-GCM
+//!   with a fresh subkey per seal) and the OS randomness source.
+//! - [`postgres`]: the production store on PostgreSQL (`tokio-postgres` + `deadpool-postgres`).
+//! - [`sqlite`]: the zero-setup embedded store on SQLite.
+//! - `testing` (feature `testing`): throwaway PostgreSQL databases for tests.
+//!
+//! Each store applies its own migrations from `migrations/<store>/`, embedded at build time so
+//! the one binary carries them.
+
+pub mod crypto;
+pub mod postgres;
+pub mod sqlite;
+#[cfg(feature = "testing")]
+pub mod testing;

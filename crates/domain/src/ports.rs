@@ -1,0 +1,388 @@
+//! The ports: what the use cases need from the outside world, as documented contracts.
+//!
+//! Adapters implement these traits; the use cases are generic over them, so the composition
+//! root picks a backend once and everything is statically dispatched. Every method documents
+//! the errors an adapter MUST return for each situation: the shared conformance suite checks
+//! exactly these sentences.
+//!
+//! No driver type crosses a port. An adapter translates its driver's errors into
+//! [`StoreError`] or [`CryptoError`], keeping the original as the `source()` for logs.
+
+use std::error::Error as StdError;
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use crate::model::{AccessKeyHash, KeyId, NamespaceId, SecretName, SecretValue};
+
+/// A boxed error kept for logs: the full chain is logged once, never shown to callers.
+pub type Source = Box<dyn StdError + Send + Sync + 'static>;
+
+// ---------------------------------------------------------------------------------------------
+// Randomness
+// ---------------------------------------------------------------------------------------------
+
+/// A cryptographically secure source of random bytes (the OS CSPRNG in production).
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+pub trait Random: Send + Sync + 'static {
+    /// Fills `dest` with random bytes.
+    ///
+    /// # Errors
+    /// MUST return [`RandomError`] when the source fails; it MUST NOT fall back to anything weaker.
+    fn fill(&self, dest: &mut [u8]) -> Result<(), RandomError>;
+}
+
+/// The randomness source failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the system's random number generator failed")]
+pub struct RandomError;
+
+// ---------------------------------------------------------------------------------------------
+// Envelope cryptography
+// ---------------------------------------------------------------------------------------------
+
+/// A data key wrapped (encrypted) under a key-encryption key, as it is stored.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct WrappedKey {
+    /// The id of the KEK this data key is wrapped under.
+    pub key_id: KeyId,
+    /// The wrapped key's bytes, in the crypto adapter's versioned wire format.
+    pub ciphertext: Vec<u8>,
+}
+
+/// A value encrypted under a KEK at start-up, proving later that the configured KEK with
+/// that id is the one that wrote the store's data.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct KeyCheck {
+    /// The id of the KEK the check is sealed under.
+    pub key_id: KeyId,
+    /// The sealed check value.
+    pub ciphertext: Vec<u8>,
+}
+
+/// The blind index of a secret name: HMAC of the name under a key derived from the namespace's
+/// data key. The store finds and deduplicates names by it without ever seeing a name.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct NameIndex(pub [u8; 32]);
+
+/// Envelope encryption: key-encryption keys (KEKs) that wrap per-namespace data keys (DEKs).
+///
+/// # Invariants an adapter MUST keep
+/// - A wrapped data key is bound to its namespace id and key id: unwrapping it for another
+///   namespace, or relabelled with another key id, fails with [`CryptoError::Integrity`].
+/// - Nothing here returns or logs key material; `Debug` of an implementation is redacted.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock(type Keys = MockNamespaceKeys;))]
+pub trait Envelope: Send + Sync + 'static {
+    /// The unwrapped keys of one namespace.
+    type Keys: NamespaceKeys;
+
+    /// The id of the active KEK: the one new data keys are wrapped under.
+    fn active_key_id(&self) -> KeyId;
+
+    /// The ids of every configured KEK: the active one first, then the retired ones.
+    fn key_ids(&self) -> Vec<KeyId>;
+
+    /// Generates a fresh random data key for namespace `ns` and wraps it under the active KEK.
+    ///
+    /// # Errors
+    /// MUST return [`CryptoError::Internal`] when randomness or sealing fails.
+    fn new_data_key(&self, ns: NamespaceId) -> Result<(Self::Keys, WrappedKey), CryptoError>;
+
+    /// Unwraps the data key of namespace `ns`, under whichever configured KEK `wrapped.key_id`
+    /// names.
+    ///
+    /// # Errors
+    /// - MUST return [`CryptoError::UnknownKey`] when no configured KEK has that id.
+    /// - MUST return [`CryptoError::Integrity`] when the ciphertext fails authentication,
+    ///   including when it belongs to another namespace or was relabelled.
+    fn open_data_key(&self, ns: NamespaceId, wrapped: &WrappedKey)
+    -> Result<Self::Keys, CryptoError>;
+
+    /// Re-wraps namespace `ns`'s data key under the active KEK. The data key itself does not
+    /// change, so the namespace's secrets need no re-encryption.
+    ///
+    /// # Errors
+    /// As [`Envelope::open_data_key`], and [`CryptoError::Internal`] when sealing fails.
+    fn rewrap(&self, ns: NamespaceId, wrapped: &WrappedKey) -> Result<WrappedKey, CryptoError>;
+
+    /// Seals a fresh key check under the active KEK.
+    ///
+    /// # Errors
+    /// MUST return [`CryptoError::Internal`] when randomness or sealing fails.
+    fn seal_key_check(&self) -> Result<KeyCheck, CryptoError>;
+
+    /// Verifies a key check sealed under the configured KEK of the same id.
+    ///
+    /// # Errors
+    /// - MUST return [`CryptoError::UnknownKey`] when no configured KEK has that id.
+    /// - MUST return [`CryptoError::Integrity`] when the configured KEK did not seal it.
+    fn verify_key_check(&self, check: &KeyCheck) -> Result<(), CryptoError>;
+}
+
+/// The unwrapped keys of one namespace, bound to its id. Dropping them wipes them.
+///
+/// # Invariants an adapter MUST keep
+/// - Every ciphertext is bound (as associated data) to the namespace and to the name's blind
+///   index, and name and value ciphertexts to their role: a ciphertext moved to another row,
+///   another namespace or the other column fails with [`CryptoError::Integrity`]; it never
+///   opens as another secret's plaintext.
+/// - Every seal uses fresh randomness, so sealing the same plaintext twice gives different
+///   ciphertexts, and no key performs anywhere near 2^32 random-nonce encryptions.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+pub trait NamespaceKeys: Send + Sync {
+    /// The name's blind index. Deterministic for one namespace; unlinkable across namespaces.
+    fn name_index(&self, name: &SecretName) -> NameIndex;
+
+    /// Encrypts a name.
+    ///
+    /// # Errors
+    /// MUST return [`CryptoError::Internal`] when randomness or sealing fails.
+    fn seal_name(&self, index: &NameIndex, name: &SecretName) -> Result<Vec<u8>, CryptoError>;
+
+    /// Decrypts a name.
+    ///
+    /// # Errors
+    /// MUST return [`CryptoError::Integrity`] when the ciphertext fails authentication or does
+    /// not hold a valid name.
+    fn open_name(&self, index: &NameIndex, ciphertext: &[u8]) -> Result<SecretName, CryptoError>;
+
+    /// Encrypts a value.
+    ///
+    /// # Errors
+    /// MUST return [`CryptoError::Internal`] when randomness or sealing fails.
+    fn seal_value(&self, index: &NameIndex, value: &SecretValue) -> Result<Vec<u8>, CryptoError>;
+
+    /// Decrypts a value.
+    ///
+    /// # Errors
+    /// MUST return [`CryptoError::Integrity`] when the ciphertext fails authentication or is
+    /// not UTF-8.
+    fn open_value(&self, index: &NameIndex, ciphertext: &[u8])
+    -> Result<SecretValue, CryptoError>;
+
+    /// The value's digest for key listings: HMAC-SHA256 under a key derived from the data key.
+    fn digest(&self, value: &SecretValue) -> [u8; 32];
+}
+
+/// What can go wrong in envelope cryptography.
+///
+/// A failed authentication is one detail-free variant on purpose: a bad tag, a wrong key and
+/// wrong associated data must look the same from outside.
+#[derive(Debug, thiserror::Error)]
+pub enum CryptoError {
+    /// A ciphertext failed authentication.
+    #[error("a ciphertext failed authentication")]
+    Integrity,
+    /// Data is wrapped under a KEK that is not configured.
+    #[error("no key-encryption key with id {0} is configured")]
+    UnknownKey(KeyId),
+    /// Randomness or sealing failed.
+    #[error("a cryptographic operation failed")]
+    Internal(#[source] Source),
+}
+
+// ---------------------------------------------------------------------------------------------
+// Storage
+// ---------------------------------------------------------------------------------------------
+
+/// A namespace to create: everything the store keeps about it, all of it opaque.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct NewNamespace {
+    /// The namespace's internal id.
+    pub id: NamespaceId,
+    /// SHA-256 of its access key.
+    pub access_hash: AccessKeyHash,
+    /// Its data key, wrapped.
+    pub data_key: WrappedKey,
+}
+
+/// A stored namespace as the use cases need it to reach its secrets.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct NamespaceRecord {
+    /// The namespace's internal id.
+    pub id: NamespaceId,
+    /// Its data key, wrapped.
+    pub data_key: WrappedKey,
+}
+
+/// A secret as written to a store: only the blind index is not encrypted.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct SealedSecret {
+    /// The name's blind index: the secret's identity within its namespace.
+    pub index: NameIndex,
+    /// The encrypted name.
+    pub name: Vec<u8>,
+    /// The encrypted value.
+    pub value: Vec<u8>,
+}
+
+/// A secret as read back from a store.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct StoredSecret {
+    /// The sealed name and value.
+    pub sealed: SealedSecret,
+    /// When the name was first written, as the store's clock saw it.
+    pub created_at: OffsetDateTime,
+    /// When the value last changed, as the store's clock saw it.
+    pub updated_at: OffsetDateTime,
+}
+
+/// Whether an upsert added a name or replaced the value of an existing one.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Upserted {
+    /// The name is new in the namespace.
+    Created,
+    /// The name existed; its value (and `updated_at`) changed.
+    Updated,
+}
+
+/// A namespace whose data key must be re-wrapped, as `rotate-kek` reads it.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct WrappedNamespace {
+    /// The namespace's internal id.
+    pub id: NamespaceId,
+    /// Its data key as currently stored.
+    pub data_key: WrappedKey,
+}
+
+/// Durable storage of namespaces and their sealed secrets.
+///
+/// The store never sees a plaintext: names, values and data keys arrive encrypted, access keys
+/// as hashes. It owns atomicity: every method is one statement or one transaction, and a
+/// method that returns an error has changed nothing.
+///
+/// Every method MUST return [`StoreError::Unavailable`] when the database cannot be reached
+/// (refused, timed out, pool exhausted past its wait), and [`StoreError::Internal`] for anything
+/// else unexpected; the errors listed per method are the expected outcomes.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait SecretStore: Send + Sync + 'static {
+    /// Creates all `namespaces` in one transaction: all or none.
+    ///
+    /// # Errors
+    /// MUST return [`StoreError::Conflict`] when an id or access hash is already taken
+    /// (nothing is created).
+    async fn create_namespaces(&self, namespaces: &[NewNamespace]) -> Result<(), StoreError>;
+
+    /// Finds the namespace whose access key hashes to `access`.
+    async fn find_namespace(
+        &self,
+        access: &AccessKeyHash,
+    ) -> Result<Option<NamespaceRecord>, StoreError>;
+
+    /// Reads the namespace whose access key hashes to `access` together with all its secrets,
+    /// in one consistent snapshot (one round trip where the database allows). `None` when no
+    /// namespace has that key.
+    async fn read_namespace(
+        &self,
+        access: &AccessKeyHash,
+    ) -> Result<Option<(NamespaceRecord, Vec<StoredSecret>)>, StoreError>;
+
+    /// Reads one secret of namespace `ns`. `None` when the namespace has no such name (or no
+    /// longer exists).
+    async fn get_secret(
+        &self,
+        ns: NamespaceId,
+        index: &NameIndex,
+    ) -> Result<Option<StoredSecret>, StoreError>;
+
+    /// Writes one secret of namespace `ns` atomically: inserts it, or replaces the value of
+    /// the secret with the same index (`created_at` is kept, `updated_at` moves). Concurrent
+    /// upserts of one name leave exactly one row, holding one of the written values.
+    ///
+    /// # Errors
+    /// - MUST return [`StoreError::NamespaceNotFound`] when `ns` does not exist (for example,
+    ///   it was deleted concurrently).
+    /// - MUST return [`StoreError::NamespaceFull`] when the name is new and the namespace
+    ///   already holds `max_secrets` secrets, even under concurrent inserts; nothing is written.
+    async fn upsert_secret(
+        &self,
+        ns: NamespaceId,
+        secret: &SealedSecret,
+        max_secrets: u32,
+    ) -> Result<Upserted, StoreError>;
+
+    /// Applies a merge patch to namespace `ns` in one transaction: upserts every secret in
+    /// `upserts`, deletes every index in `deletes` (absent ones are ignored), and returns the
+    /// namespace's secrets after the change, read inside the same transaction.
+    ///
+    /// # Errors
+    /// - MUST return [`StoreError::NamespaceNotFound`] when `ns` does not exist.
+    /// - MUST return [`StoreError::NamespaceFull`] when the result would hold more than
+    ///   `max_secrets` secrets and more than before the patch; nothing is written.
+    async fn apply_patch(
+        &self,
+        ns: NamespaceId,
+        upserts: &[SealedSecret],
+        deletes: &[NameIndex],
+        max_secrets: u32,
+    ) -> Result<Vec<StoredSecret>, StoreError>;
+
+    /// Deletes one secret of namespace `ns`; `false` when there was no such secret.
+    async fn delete_secret(&self, ns: NamespaceId, index: &NameIndex) -> Result<bool, StoreError>;
+
+    /// Deletes the namespace whose access key hashes to `access`, with its wrapped data key
+    /// and all its secrets; `false` when there was no such namespace.
+    async fn delete_namespace(&self, access: &AccessKeyHash) -> Result<bool, StoreError>;
+
+    /// Replaces a namespace's access hash `old` by `new`, atomically: from the moment this
+    /// returns, `old` finds nothing. `false` when no namespace has `old`.
+    ///
+    /// # Errors
+    /// MUST return [`StoreError::Conflict`] when `new` is already taken.
+    async fn replace_access_hash(
+        &self,
+        old: &AccessKeyHash,
+        new: &AccessKeyHash,
+    ) -> Result<bool, StoreError>;
+
+    /// Answers whether the database is reachable, for readiness.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// The key checks stored, one per KEK id that ever sealed one.
+    async fn key_checks(&self) -> Result<Vec<KeyCheck>, StoreError>;
+
+    /// Stores `check` unless a check for its key id exists already (then it changes nothing:
+    /// the first check written for a key id stays, so replicas starting at once agree).
+    async fn add_key_check(&self, check: &KeyCheck) -> Result<(), StoreError>;
+
+    /// The distinct KEK ids that wrap at least one stored data key.
+    async fn key_ids_in_use(&self) -> Result<Vec<KeyId>, StoreError>;
+
+    /// Up to `limit` namespaces whose data key is wrapped under a KEK other than `active`,
+    /// in id order, starting after `after`.
+    async fn wrapped_not_under(
+        &self,
+        active: &KeyId,
+        after: Option<NamespaceId>,
+        limit: u32,
+    ) -> Result<Vec<WrappedNamespace>, StoreError>;
+
+    /// Replaces wrapped data keys in one transaction, each only where the stored key still
+    /// equals the one it was re-wrapped from (a compare-and-swap, so a namespace deleted or
+    /// re-wrapped meanwhile is left alone). Returns how many were replaced.
+    async fn replace_wrapped_keys(
+        &self,
+        updates: &[(WrappedNamespace, WrappedKey)],
+    ) -> Result<u64, StoreError>;
+}
+
+/// What a store can answer besides success.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The namespace does not exist.
+    #[error("namespace not found")]
+    NamespaceNotFound,
+    /// The namespace holds as many secrets as it may.
+    #[error("namespace is full")]
+    NamespaceFull,
+    /// A unique id or access hash is already taken.
+    #[error("a unique key is already taken")]
+    Conflict,
+    /// The database cannot be reached.
+    #[error("the store is unavailable")]
+    Unavailable(#[source] Source),
+    /// Anything else.
+    #[error("the store failed")]
+    Internal(#[source] Source),
+}

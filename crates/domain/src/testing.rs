@@ -1,0 +1,472 @@
+//! In-memory fakes of the ports, for unit tests here and the adapters' conformance suite.
+//!
+//! [`InMemoryStore`] is a real implementation of the storage contract (it passes the same
+//! conformance suite as the database adapters); [`FakeEnvelope`] keeps the binding rules of
+//! the crypto contract (namespace, name index, role) without any secrecy, so the use cases'
+//! handling of integrity failures can be tested without a cipher.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use crate::model::{AccessKeyHash, KeyId, NamespaceId, SecretName, SecretValue};
+use crate::ports::{
+    CryptoError, Envelope, KeyCheck, NameIndex, NamespaceKeys, NamespaceRecord, NewNamespace,
+    Random, RandomError, SealedSecret, SecretStore, StoreError, StoredSecret, Upserted,
+    WrappedKey, WrappedNamespace,
+};
+
+/// Deterministic "randomness": a counter spread over the buffer. Distinct calls give
+/// distinct bytes, which is all the use cases rely on.
+#[derive(Debug, Default)]
+pub struct CountingRandom(AtomicU64);
+
+impl Random for CountingRandom {
+    fn fill(&self, dest: &mut [u8]) -> Result<(), RandomError> {
+        let n = self.0.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+        for (i, byte) in dest.iter_mut().enumerate() {
+            *byte = n.to_le_bytes()[i % 8] ^ (i as u8).wrapping_mul(31);
+        }
+        Ok(())
+    }
+}
+
+/// A transparent stand-in for envelope encryption that still enforces its bindings: every
+/// "ciphertext" carries the namespace, the name index and the role it was sealed for, and
+/// opening checks them.
+#[derive(Debug)]
+pub struct FakeEnvelope {
+    active: KeyId,
+    retired: Vec<KeyId>,
+}
+
+impl FakeEnvelope {
+    /// An envelope whose active key is `active` and which can also unwrap under `retired`.
+    #[must_use]
+    pub fn new(active: &str, retired: &[&str]) -> Self {
+        Self {
+            active: KeyId::new(active),
+            retired: retired.iter().map(|id| KeyId::new(*id)).collect(),
+        }
+    }
+
+    fn knows(&self, id: &KeyId) -> bool {
+        *id == self.active || self.retired.contains(id)
+    }
+}
+
+impl Default for FakeEnvelope {
+    fn default() -> Self {
+        Self::new("fake-kek", &[])
+    }
+}
+
+fn bound(ns: NamespaceId, label: &[u8], payload: &[u8]) -> Vec<u8> {
+    [ns.as_bytes().as_slice(), label, payload].concat()
+}
+
+fn unbind(ns: NamespaceId, label: &[u8], ciphertext: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    let prefix = [ns.as_bytes().as_slice(), label].concat();
+    ciphertext
+        .strip_prefix(prefix.as_slice())
+        .map(<[u8]>::to_vec)
+        .ok_or(CryptoError::Integrity)
+}
+
+impl Envelope for FakeEnvelope {
+    type Keys = FakeKeys;
+
+    fn active_key_id(&self) -> KeyId {
+        self.active.clone()
+    }
+
+    fn key_ids(&self) -> Vec<KeyId> {
+        std::iter::once(self.active.clone())
+            .chain(self.retired.iter().cloned())
+            .collect()
+    }
+
+    fn new_data_key(&self, ns: NamespaceId) -> Result<(FakeKeys, WrappedKey), CryptoError> {
+        let wrapped = WrappedKey {
+            key_id: self.active.clone(),
+            ciphertext: bound(ns, self.active.as_str().as_bytes(), b"dek"),
+        };
+        Ok((FakeKeys { ns }, wrapped))
+    }
+
+    fn open_data_key(&self, ns: NamespaceId, wrapped: &WrappedKey) -> Result<FakeKeys, CryptoError> {
+        if !self.knows(&wrapped.key_id) {
+            return Err(CryptoError::UnknownKey(wrapped.key_id.clone()));
+        }
+        unbind(ns, wrapped.key_id.as_str().as_bytes(), &wrapped.ciphertext)?;
+        Ok(FakeKeys { ns })
+    }
+
+    fn rewrap(&self, ns: NamespaceId, wrapped: &WrappedKey) -> Result<WrappedKey, CryptoError> {
+        self.open_data_key(ns, wrapped)?;
+        Ok(self.new_data_key(ns)?.1)
+    }
+
+    fn seal_key_check(&self) -> Result<KeyCheck, CryptoError> {
+        Ok(KeyCheck {
+            key_id: self.active.clone(),
+            ciphertext: [b"check:", self.active.as_str().as_bytes()].concat(),
+        })
+    }
+
+    fn verify_key_check(&self, check: &KeyCheck) -> Result<(), CryptoError> {
+        if !self.knows(&check.key_id) {
+            return Err(CryptoError::UnknownKey(check.key_id.clone()));
+        }
+        if check.ciphertext == [b"check:", check.key_id.as_str().as_bytes()].concat() {
+            Ok(())
+        } else {
+            Err(CryptoError::Integrity)
+        }
+    }
+}
+
+/// The fake's per-namespace keys.
+#[derive(Debug)]
+pub struct FakeKeys {
+    ns: NamespaceId,
+}
+
+impl NamespaceKeys for FakeKeys {
+    fn name_index(&self, name: &SecretName) -> NameIndex {
+        // Not a MAC, only distinct per (namespace, name), which is all the fake needs.
+        let mut index = [0u8; 32];
+        for (i, byte) in self.ns.as_bytes().iter().chain(name.as_str().as_bytes()).enumerate() {
+            index[i % 32] = index[i % 32].wrapping_mul(31).wrapping_add(*byte);
+        }
+        index[31] = name.as_str().len() as u8;
+        NameIndex(index)
+    }
+
+    fn seal_name(&self, index: &NameIndex, name: &SecretName) -> Result<Vec<u8>, CryptoError> {
+        Ok(bound(self.ns, &[b"n".as_slice(), &index.0].concat(), name.as_str().as_bytes()))
+    }
+
+    fn open_name(&self, index: &NameIndex, ciphertext: &[u8]) -> Result<SecretName, CryptoError> {
+        let bytes = unbind(self.ns, &[b"n".as_slice(), &index.0].concat(), ciphertext)?;
+        let text = String::from_utf8(bytes).map_err(|_| CryptoError::Integrity)?;
+        SecretName::parse(text).map_err(|_| CryptoError::Integrity)
+    }
+
+    fn seal_value(&self, index: &NameIndex, value: &SecretValue) -> Result<Vec<u8>, CryptoError> {
+        Ok(bound(self.ns, &[b"v".as_slice(), &index.0].concat(), value.expose().as_bytes()))
+    }
+
+    fn open_value(&self, index: &NameIndex, ciphertext: &[u8]) -> Result<SecretValue, CryptoError> {
+        let bytes = unbind(self.ns, &[b"v".as_slice(), &index.0].concat(), ciphertext)?;
+        String::from_utf8(bytes)
+            .map(SecretValue::new)
+            .map_err(|_| CryptoError::Integrity)
+    }
+
+    fn digest(&self, value: &SecretValue) -> [u8; 32] {
+        let mut digest = [0u8; 32];
+        for (i, byte) in value.expose().bytes().enumerate() {
+            digest[i % 32] ^= byte;
+        }
+        digest
+    }
+}
+
+#[derive(Debug)]
+struct Namespace {
+    access_hash: AccessKeyHash,
+    data_key: WrappedKey,
+    secrets: BTreeMap<NameIndex, StoredSecret>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    namespaces: BTreeMap<NamespaceId, Namespace>,
+    by_access: HashMap<AccessKeyHash, NamespaceId>,
+    key_checks: BTreeMap<KeyId, Vec<u8>>,
+}
+
+/// A complete, in-memory implementation of [`SecretStore`]. One mutex makes every method
+/// atomic, which is the contract's transactionality in its simplest form.
+#[derive(Debug, Default)]
+pub struct InMemoryStore {
+    state: Mutex<State>,
+}
+
+impl InMemoryStore {
+    /// An empty store.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        // A poisoned lock means a test already panicked; keep going with the data as is.
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut state)
+    }
+}
+
+fn upsert(ns: &mut Namespace, secret: &SealedSecret, now: OffsetDateTime) -> Upserted {
+    match ns.secrets.get_mut(&secret.index) {
+        Some(existing) => {
+            existing.sealed.value.clone_from(&secret.value);
+            existing.sealed.name.clone_from(&secret.name);
+            existing.updated_at = now;
+            Upserted::Updated
+        }
+        None => {
+            ns.secrets.insert(
+                secret.index,
+                StoredSecret {
+                    sealed: secret.clone(),
+                    created_at: now,
+                    updated_at: now,
+                },
+            );
+            Upserted::Created
+        }
+    }
+}
+
+#[async_trait]
+impl SecretStore for InMemoryStore {
+    async fn create_namespaces(&self, namespaces: &[NewNamespace]) -> Result<(), StoreError> {
+        self.with(|state| {
+            let taken = namespaces.iter().any(|ns| {
+                state.namespaces.contains_key(&ns.id) || state.by_access.contains_key(&ns.access_hash)
+            });
+            let mut seen = std::collections::HashSet::new();
+            if taken || !namespaces.iter().all(|ns| seen.insert(ns.access_hash)) {
+                return Err(StoreError::Conflict);
+            }
+            for ns in namespaces {
+                state.by_access.insert(ns.access_hash, ns.id);
+                state.namespaces.insert(
+                    ns.id,
+                    Namespace {
+                        access_hash: ns.access_hash,
+                        data_key: ns.data_key.clone(),
+                        secrets: BTreeMap::new(),
+                    },
+                );
+            }
+            Ok(())
+        })
+    }
+
+    async fn find_namespace(
+        &self,
+        access: &AccessKeyHash,
+    ) -> Result<Option<NamespaceRecord>, StoreError> {
+        Ok(self.with(|state| {
+            let id = *state.by_access.get(access)?;
+            let ns = state.namespaces.get(&id)?;
+            Some(NamespaceRecord {
+                id,
+                data_key: ns.data_key.clone(),
+            })
+        }))
+    }
+
+    async fn read_namespace(
+        &self,
+        access: &AccessKeyHash,
+    ) -> Result<Option<(NamespaceRecord, Vec<StoredSecret>)>, StoreError> {
+        Ok(self.with(|state| {
+            let id = *state.by_access.get(access)?;
+            let ns = state.namespaces.get(&id)?;
+            let record = NamespaceRecord {
+                id,
+                data_key: ns.data_key.clone(),
+            };
+            Some((record, ns.secrets.values().cloned().collect()))
+        }))
+    }
+
+    async fn get_secret(
+        &self,
+        ns: NamespaceId,
+        index: &NameIndex,
+    ) -> Result<Option<StoredSecret>, StoreError> {
+        Ok(self.with(|state| state.namespaces.get(&ns)?.secrets.get(index).cloned()))
+    }
+
+    async fn upsert_secret(
+        &self,
+        ns: NamespaceId,
+        secret: &SealedSecret,
+        max_secrets: u32,
+    ) -> Result<Upserted, StoreError> {
+        self.with(|state| {
+            let namespace = state
+                .namespaces
+                .get_mut(&ns)
+                .ok_or(StoreError::NamespaceNotFound)?;
+            let is_new = !namespace.secrets.contains_key(&secret.index);
+            if is_new && namespace.secrets.len() >= max_secrets as usize {
+                return Err(StoreError::NamespaceFull);
+            }
+            Ok(upsert(namespace, secret, OffsetDateTime::now_utc()))
+        })
+    }
+
+    async fn apply_patch(
+        &self,
+        ns: NamespaceId,
+        upserts: &[SealedSecret],
+        deletes: &[NameIndex],
+        max_secrets: u32,
+    ) -> Result<Vec<StoredSecret>, StoreError> {
+        self.with(|state| {
+            let namespace = state
+                .namespaces
+                .get_mut(&ns)
+                .ok_or(StoreError::NamespaceNotFound)?;
+            let before = namespace.secrets.len();
+            let mut after = namespace.secrets.clone();
+            for index in deletes {
+                after.remove(index);
+            }
+            let mut scratch = Namespace {
+                access_hash: namespace.access_hash,
+                data_key: namespace.data_key.clone(),
+                secrets: after,
+            };
+            let now = OffsetDateTime::now_utc();
+            for secret in upserts {
+                upsert(&mut scratch, secret, now);
+            }
+            let after = scratch.secrets.len();
+            if after > max_secrets as usize && after > before {
+                return Err(StoreError::NamespaceFull);
+            }
+            namespace.secrets = scratch.secrets;
+            Ok(namespace.secrets.values().cloned().collect())
+        })
+    }
+
+    async fn delete_secret(&self, ns: NamespaceId, index: &NameIndex) -> Result<bool, StoreError> {
+        Ok(self.with(|state| {
+            state
+                .namespaces
+                .get_mut(&ns)
+                .is_some_and(|namespace| namespace.secrets.remove(index).is_some())
+        }))
+    }
+
+    async fn delete_namespace(&self, access: &AccessKeyHash) -> Result<bool, StoreError> {
+        Ok(self.with(|state| {
+            let Some(id) = state.by_access.remove(access) else {
+                return false;
+            };
+            state.namespaces.remove(&id);
+            true
+        }))
+    }
+
+    async fn replace_access_hash(
+        &self,
+        old: &AccessKeyHash,
+        new: &AccessKeyHash,
+    ) -> Result<bool, StoreError> {
+        self.with(|state| {
+            if state.by_access.contains_key(new) {
+                return Err(StoreError::Conflict);
+            }
+            let Some(id) = state.by_access.remove(old) else {
+                return Ok(false);
+            };
+            state.by_access.insert(*new, id);
+            if let Some(ns) = state.namespaces.get_mut(&id) {
+                ns.access_hash = *new;
+            }
+            Ok(true)
+        })
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn key_checks(&self) -> Result<Vec<KeyCheck>, StoreError> {
+        Ok(self.with(|state| {
+            state
+                .key_checks
+                .iter()
+                .map(|(key_id, ciphertext)| KeyCheck {
+                    key_id: key_id.clone(),
+                    ciphertext: ciphertext.clone(),
+                })
+                .collect()
+        }))
+    }
+
+    async fn add_key_check(&self, check: &KeyCheck) -> Result<(), StoreError> {
+        self.with(|state| {
+            state
+                .key_checks
+                .entry(check.key_id.clone())
+                .or_insert_with(|| check.ciphertext.clone());
+        });
+        Ok(())
+    }
+
+    async fn key_ids_in_use(&self) -> Result<Vec<KeyId>, StoreError> {
+        Ok(self.with(|state| {
+            let mut ids: Vec<_> = state
+                .namespaces
+                .values()
+                .map(|ns| ns.data_key.key_id.clone())
+                .collect();
+            ids.sort();
+            ids.dedup();
+            ids
+        }))
+    }
+
+    async fn wrapped_not_under(
+        &self,
+        active: &KeyId,
+        after: Option<NamespaceId>,
+        limit: u32,
+    ) -> Result<Vec<WrappedNamespace>, StoreError> {
+        Ok(self.with(|state| {
+            state
+                .namespaces
+                .iter()
+                .filter(|(id, ns)| after.is_none_or(|a| **id > a) && ns.data_key.key_id != *active)
+                .take(limit as usize)
+                .map(|(id, ns)| WrappedNamespace {
+                    id: *id,
+                    data_key: ns.data_key.clone(),
+                })
+                .collect()
+        }))
+    }
+
+    async fn replace_wrapped_keys(
+        &self,
+        updates: &[(WrappedNamespace, WrappedKey)],
+    ) -> Result<u64, StoreError> {
+        Ok(self.with(|state| {
+            let mut replaced = 0;
+            for (old, new) in updates {
+                if let Some(ns) = state.namespaces.get_mut(&old.id) {
+                    if ns.data_key == old.data_key {
+                        ns.data_key = new.clone();
+                        replaced += 1;
+                    }
+                }
+            }
+            replaced
+        }))
+    }
+}
