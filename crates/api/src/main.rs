@@ -1,1 +1,131 @@
-fn main(){}
+//! `secrets-service`: parse the command line, load settings, start logging, run the command.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use secrets_api::app::{self, Migrate, StoreUser};
+use secrets_api::settings::Mode;
+use secrets_api::{Application, KeyMaterial, Settings, StartupError};
+use secrets_domain::ports::SecretStore;
+
+/// An internal HTTP service that holds customers' secrets, encrypted per namespace.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// A configuration file (TOML) layered over the defaults; also SECRETS_CONFIG.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Address to listen on (overrides server.bind and SECRETS__SERVER__BIND).
+    #[arg(long, global = true)]
+    bind: Option<String>,
+    /// Production mode: every key must be configured; nothing is generated.
+    #[arg(long, global = true)]
+    production: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the HTTP API (the default).
+    Serve,
+    /// Apply pending database migrations, then exit.
+    Migrate,
+    /// Validate the configuration and the key-encryption keys against the store, then exit.
+    Check,
+    /// Print a fresh random 32-byte key, base64, for KEY_ENCRYPTION_KEY.
+    GenKey,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("secrets-service: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    if let Some(Command::GenKey) = cli.command {
+        let key = secrets_adapters::crypto::generate_key_base64().map_err(|e| e.to_string())?;
+        println!("{}", key.as_str());
+        return Ok(());
+    }
+    let mut env: HashMap<String, String> = std::env::vars().collect();
+    if let Some(bind) = &cli.bind {
+        env.insert("SECRETS__SERVER__BIND".into(), bind.clone());
+    }
+    let mut settings = Settings::load(cli.config.as_deref(), &env).map_err(|e| e.to_string())?;
+    if cli.production {
+        settings.mode = Mode::Production;
+    }
+    secrets_api::telemetry::init(&settings.log);
+    let keys = KeyMaterial::from_env(&env).map_err(|e| e.to_string())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime.block_on(async move {
+        match cli.command {
+            None | Some(Command::Serve) => serve(settings, keys).await,
+            Some(Command::Migrate) => app::with_store(&settings, MigrateCommand).await,
+            Some(Command::Check) => check(&settings, keys).await,
+            Some(Command::GenKey) => Ok(()),
+        }
+        .map_err(|e| e.to_string())
+    })
+}
+
+async fn serve(settings: Settings, keys: KeyMaterial) -> Result<(), StartupError> {
+    let application = Application::build(settings, keys).await?;
+    application
+        .run_until_stopped()
+        .await
+        .map_err(|source| StartupError::Bind {
+            address: "the listener".into(),
+            source,
+        })
+}
+
+struct MigrateCommand;
+
+impl StoreUser for MigrateCommand {
+    type Output = Result<(), StartupError>;
+
+    async fn run<S: SecretStore + Migrate>(self, store: S) -> Self::Output {
+        store.migrate().await.map_err(StartupError::Store)?;
+        println!("migrations applied");
+        Ok(())
+    }
+}
+
+async fn check(settings: &Settings, keys: KeyMaterial) -> Result<(), StartupError> {
+    let resolved = app::resolve_keys(settings, keys)?;
+    app::with_store(settings, CheckCommand { resolved, limits: settings.domain_limits() }).await
+}
+
+struct CheckCommand {
+    resolved: app::ResolvedKeys,
+    limits: secrets_domain::Limits,
+}
+
+impl StoreUser for CheckCommand {
+    type Output = Result<(), StartupError>;
+
+    async fn run<S: SecretStore + Migrate>(self, store: S) -> Self::Output {
+        let service = secrets_domain::SecretsService::new(
+            store,
+            self.resolved.envelope,
+            secrets_adapters::crypto::OsRandom::default(),
+            self.limits,
+        );
+        service.check_keys().await?;
+        println!("configuration and key-encryption keys check out");
+        Ok(())
+    }
+}

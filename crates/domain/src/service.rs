@@ -370,3 +370,392 @@ fn open_all<K: NamespaceKeys>(
     secrets.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(secrets)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::KeyId;
+    use crate::ports::{KeyCheck, MockSecretStore, WrappedKey};
+    use crate::testing::{CountingRandom, FakeEnvelope, InMemoryStore};
+
+    type Service = SecretsService<InMemoryStore, FakeEnvelope, CountingRandom>;
+
+    fn service_with(limits: Limits) -> Service {
+        SecretsService::new(
+            InMemoryStore::new(),
+            FakeEnvelope::default(),
+            CountingRandom::default(),
+            limits,
+        )
+    }
+
+    fn service() -> Service {
+        service_with(Limits::default())
+    }
+
+    fn name(text: &str) -> SecretName {
+        SecretName::parse(text).expect("valid name")
+    }
+
+    fn value(text: &str) -> SecretValue {
+        SecretValue::new(text.to_owned())
+    }
+
+    fn plain(secrets: &[(SecretName, SecretValue)]) -> Vec<(String, String)> {
+        secrets
+            .iter()
+            .map(|(n, v)| (n.as_str().to_owned(), v.expose().to_owned()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_new_namespace_is_empty_and_its_key_is_fresh() {
+        let service = service();
+        let first = service.create_namespace().await.expect("created");
+        let second = service.create_namespace().await.expect("created");
+        assert_ne!(first, second);
+        assert!(service.read_all(&first).await.expect("read").is_empty());
+    }
+
+    #[tokio::test]
+    async fn put_creates_then_updates_and_read_all_returns_plaintexts_by_name() {
+        let service = service();
+        let key = service.create_namespace().await.expect("created");
+        let put = |n: &'static str, v: &'static str| {
+            let service = &service;
+            let key = &key;
+            async move { service.put_secret(key, &name(n), &value(v)).await }
+        };
+        assert_eq!(put("B", "1").await.expect("put"), Upserted::Created);
+        assert_eq!(put("A", "2").await.expect("put"), Upserted::Created);
+        assert_eq!(put("B", "3").await.expect("put"), Upserted::Updated);
+        let all = service.read_all(&key).await.expect("read");
+        assert_eq!(
+            plain(&all),
+            [("A".into(), "2".into()), ("B".into(), "3".into())]
+        );
+    }
+
+    #[tokio::test]
+    async fn one_secret_reads_with_its_metadata_and_a_missing_one_is_not_found() {
+        let service = service();
+        let key = service.create_namespace().await.expect("created");
+        service
+            .put_secret(&key, &name("TOKEN"), &value("t0"))
+            .await
+            .expect("put");
+        let secret = service.get_secret(&key, &name("TOKEN")).await.expect("get");
+        assert_eq!(secret.value.expose(), "t0");
+        assert!(secret.updated_at >= secret.created_at);
+        assert!(matches!(
+            service.get_secret(&key, &name("OTHER")).await,
+            Err(Error::SecretNotFound)
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_unknown_access_key_is_namespace_not_found_everywhere() {
+        let service = service();
+        let stranger = AccessKey::generate(&CountingRandom::default()).expect("key");
+        let n = name("A");
+        assert!(matches!(service.read_all(&stranger).await, Err(Error::NamespaceNotFound)));
+        assert!(matches!(
+            service.put_secret(&stranger, &n, &value("x")).await,
+            Err(Error::NamespaceNotFound)
+        ));
+        assert!(matches!(service.get_secret(&stranger, &n).await, Err(Error::NamespaceNotFound)));
+        assert!(matches!(service.list_keys(&stranger).await, Err(Error::NamespaceNotFound)));
+        assert!(matches!(
+            service.delete_namespace(&stranger).await,
+            Err(Error::NamespaceNotFound)
+        ));
+        assert!(matches!(
+            service.rotate_access_key(&stranger).await,
+            Err(Error::NamespaceNotFound)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_value_over_the_limit_is_refused_and_nothing_is_written() {
+        let service = service_with(Limits {
+            max_value_bytes: 4,
+            max_secrets_per_namespace: 10,
+        });
+        let key = service.create_namespace().await.expect("created");
+        assert!(service.put_secret(&key, &name("A"), &value("1234")).await.is_ok());
+        let refused = service.put_secret(&key, &name("A"), &value("12345")).await;
+        assert!(matches!(refused, Err(Error::ValueTooLarge { limit: 4 })));
+        let refused = service
+            .patch(&key, &[(name("B"), Some(value("x"))), (name("A"), Some(value("too long")))])
+            .await;
+        assert!(matches!(refused, Err(Error::ValueTooLarge { limit: 4 })));
+        assert_eq!(
+            plain(&service.read_all(&key).await.expect("read")),
+            [("A".into(), "1234".into())]
+        );
+    }
+
+    #[tokio::test]
+    async fn the_secret_limit_refuses_new_names_but_not_updates() {
+        let service = service_with(Limits {
+            max_value_bytes: 100,
+            max_secrets_per_namespace: 2,
+        });
+        let key = service.create_namespace().await.expect("created");
+        for n in ["A", "B"] {
+            service.put_secret(&key, &name(n), &value("v")).await.expect("put");
+        }
+        assert!(matches!(
+            service.put_secret(&key, &name("C"), &value("v")).await,
+            Err(Error::NamespaceFull { limit: 2 })
+        ));
+        assert_eq!(
+            service.put_secret(&key, &name("A"), &value("w")).await.expect("update"),
+            Upserted::Updated
+        );
+        // A patch that deletes one name and adds another stays within the limit.
+        let after = service
+            .patch(&key, &[(name("A"), None), (name("C"), Some(value("c")))])
+            .await
+            .expect("patch");
+        assert_eq!(plain(&after), [("B".into(), "v".into()), ("C".into(), "c".into())]);
+        // One that adds more than it deletes is refused whole.
+        let refused = service
+            .patch(&key, &[(name("B"), Some(value("changed"))), (name("D"), Some(value("d")))])
+            .await;
+        assert!(matches!(refused, Err(Error::NamespaceFull { limit: 2 })));
+        assert_eq!(plain(&service.read_all(&key).await.expect("read")), plain(&after));
+    }
+
+    #[tokio::test]
+    async fn a_patch_sets_and_deletes_and_answers_the_whole_namespace() {
+        let service = service();
+        let key = service.create_namespace().await.expect("created");
+        service.put_secret(&key, &name("KEEP"), &value("k")).await.expect("put");
+        service.put_secret(&key, &name("DROP"), &value("d")).await.expect("put");
+        let after = service
+            .patch(
+                &key,
+                &[
+                    (name("DROP"), None),
+                    (name("NEW"), Some(value("n"))),
+                    (name("ABSENT"), None),
+                ],
+            )
+            .await
+            .expect("patch");
+        assert_eq!(
+            plain(&after),
+            [("KEEP".into(), "k".into()), ("NEW".into(), "n".into())]
+        );
+    }
+
+    #[tokio::test]
+    async fn deleting_a_secret_twice_is_not_found_the_second_time() {
+        let service = service();
+        let key = service.create_namespace().await.expect("created");
+        service.put_secret(&key, &name("A"), &value("a")).await.expect("put");
+        service.delete_secret(&key, &name("A")).await.expect("deleted");
+        assert!(matches!(
+            service.delete_secret(&key, &name("A")).await,
+            Err(Error::SecretNotFound)
+        ));
+        assert!(service.read_all(&key).await.expect("read").is_empty());
+    }
+
+    #[tokio::test]
+    async fn key_listings_carry_digests_that_follow_the_value() {
+        let service = service();
+        let key = service.create_namespace().await.expect("created");
+        service.put_secret(&key, &name("A"), &value("one")).await.expect("put");
+        let before = service.list_keys(&key).await.expect("list");
+        service.put_secret(&key, &name("A"), &value("two")).await.expect("put");
+        let after = service.list_keys(&key).await.expect("list");
+        assert_eq!(before.len(), 1);
+        assert_eq!(after[0].name.as_str(), "A");
+        assert_ne!(before[0].digest, after[0].digest);
+    }
+
+    #[tokio::test]
+    async fn a_deleted_namespace_is_gone() {
+        let service = service();
+        let key = service.create_namespace().await.expect("created");
+        service.put_secret(&key, &name("A"), &value("a")).await.expect("put");
+        service.delete_namespace(&key).await.expect("deleted");
+        assert!(matches!(service.read_all(&key).await, Err(Error::NamespaceNotFound)));
+    }
+
+    #[tokio::test]
+    async fn a_rotated_access_key_replaces_the_old_one_at_once() {
+        let service = service();
+        let old = service.create_namespace().await.expect("created");
+        service.put_secret(&old, &name("A"), &value("a")).await.expect("put");
+        let new = service.rotate_access_key(&old).await.expect("rotated");
+        assert!(matches!(service.read_all(&old).await, Err(Error::NamespaceNotFound)));
+        assert_eq!(
+            plain(&service.read_all(&new).await.expect("read")),
+            [("A".into(), "a".into())]
+        );
+    }
+
+    #[tokio::test]
+    async fn bulk_creation_returns_distinct_working_keys() {
+        let service = service();
+        let keys = service
+            .create_namespaces(BulkCount::parse(25).expect("count"))
+            .await
+            .expect("created");
+        assert_eq!(keys.len(), 25);
+        for key in &keys {
+            assert!(service.read_all(key).await.expect("read").is_empty());
+        }
+        let hashes: HashSet<_> = keys.iter().map(AccessKey::hash).map(|h| *h.as_bytes()).collect();
+        assert_eq!(hashes.len(), 25);
+    }
+
+    /// A store that answers every read with data sealed for another namespace, as if a row had
+    /// been copied across namespaces in the database.
+    #[tokio::test]
+    async fn a_ciphertext_from_another_namespace_is_an_integrity_error_naming_the_namespace() {
+        let envelope = FakeEnvelope::default();
+        let random = CountingRandom::default();
+        let victim = NamespaceId::generate(&random).expect("id");
+        let other = NamespaceId::generate(&random).expect("id");
+        let (other_keys, _) = envelope.new_data_key(other).expect("key");
+        let (_, victim_wrapped) = envelope.new_data_key(victim).expect("key");
+        let n = name("A");
+        let index = other_keys.name_index(&n);
+        let copied = StoredSecret {
+            sealed: SealedSecret {
+                index,
+                name: other_keys.seal_name(&index, &n).expect("seal"),
+                value: other_keys.seal_value(&index, &value("theirs")).expect("seal"),
+            },
+            created_at: time::OffsetDateTime::UNIX_EPOCH,
+            updated_at: time::OffsetDateTime::UNIX_EPOCH,
+        };
+        let mut store = MockSecretStore::new();
+        store.expect_read_namespace().returning(move |_| {
+            Ok(Some((
+                NamespaceRecord {
+                    id: victim,
+                    data_key: victim_wrapped.clone(),
+                },
+                vec![copied.clone()],
+            )))
+        });
+        let service = SecretsService::new(store, envelope, random, Limits::default());
+        let key = AccessKey::generate(&CountingRandom::default()).expect("key");
+        match service.read_all(&key).await {
+            Err(Error::Integrity { namespace }) => assert_eq!(namespace, victim),
+            other => panic!("expected an integrity error, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_store_is_unavailable_not_internal() {
+        let mut store = MockSecretStore::new();
+        store
+            .expect_find_namespace()
+            .returning(|_| Err(StoreError::Unavailable("connection refused".into())));
+        store
+            .expect_create_namespaces()
+            .returning(|_| Err(StoreError::Unavailable("connection refused".into())));
+        let service = SecretsService::new(
+            store,
+            FakeEnvelope::default(),
+            CountingRandom::default(),
+            Limits::default(),
+        );
+        let key = AccessKey::generate(&CountingRandom::default()).expect("key");
+        assert!(matches!(
+            service.put_secret(&key, &name("A"), &value("a")).await,
+            Err(Error::Unavailable(_))
+        ));
+        assert!(matches!(service.create_namespace().await, Err(Error::Unavailable(_))));
+    }
+
+    #[tokio::test]
+    async fn a_namespace_wrapped_under_an_unconfigured_key_names_that_key() {
+        let old = SecretsService::new(
+            InMemoryStore::new(),
+            FakeEnvelope::new("old-kek", &[]),
+            CountingRandom::default(),
+            Limits::default(),
+        );
+        let key = old.create_namespace().await.expect("created");
+        let SecretsService { store, .. } = old;
+        let new = SecretsService::new(
+            store,
+            FakeEnvelope::new("new-kek", &[]),
+            CountingRandom::default(),
+            Limits::default(),
+        );
+        match new.read_all(&key).await {
+            Err(Error::UnknownKey { key_id, .. }) => assert_eq!(key_id, KeyId::new("old-kek")),
+            other => panic!("expected an unknown key error, got {other:?}"),
+        }
+        match new.check_keys().await {
+            Err(KeyCheckError::MissingKey(id)) => assert_eq!(id, KeyId::new("old-kek")),
+            other => panic!("expected a missing key, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_key_check_is_written_once_and_verified() {
+        let service = service();
+        service.check_keys().await.expect("first start writes the check");
+        let checks = service.store().key_checks().await.expect("checks");
+        assert_eq!(checks.len(), 1);
+        assert_eq!(checks[0].key_id, KeyId::new("fake-kek"));
+        service.check_keys().await.expect("second start verifies it");
+        assert_eq!(service.store().key_checks().await.expect("checks"), checks);
+    }
+
+    #[tokio::test]
+    async fn a_key_check_that_fails_refuses_naming_the_key_id() {
+        let service = service();
+        service
+            .store()
+            .add_key_check(&KeyCheck {
+                key_id: KeyId::new("fake-kek"),
+                ciphertext: b"sealed by another key".to_vec(),
+            })
+            .await
+            .expect("stored");
+        match service.check_keys().await {
+            Err(KeyCheckError::CheckFailed(id)) => assert_eq!(id, KeyId::new("fake-kek")),
+            other => panic!("expected a failed check, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn retired_keys_still_open_after_the_active_key_changes() {
+        let old = SecretsService::new(
+            InMemoryStore::new(),
+            FakeEnvelope::new("old-kek", &[]),
+            CountingRandom::default(),
+            Limits::default(),
+        );
+        let key = old.create_namespace().await.expect("created");
+        old.put_secret(&key, &name("A"), &value("a")).await.expect("put");
+        let SecretsService { store, .. } = old;
+        let rotated = SecretsService::new(
+            store,
+            FakeEnvelope::new("new-kek", &["old-kek"]),
+            CountingRandom::default(),
+            Limits::default(),
+        );
+        rotated.check_keys().await.expect("old key is configured as retired");
+        assert_eq!(plain(&rotated.read_all(&key).await.expect("read")), [("A".into(), "a".into())]);
+        let wrapped: Vec<WrappedKey> = rotated
+            .store()
+            .wrapped_not_under(&KeyId::new("new-kek"), None, 10)
+            .await
+            .expect("batch")
+            .into_iter()
+            .map(|ns| ns.data_key)
+            .collect();
+        assert_eq!(wrapped.len(), 1);
+    }
+}

@@ -1,0 +1,30 @@
+# The two commands a newcomer needs are the first two targets: `make run` and `make test`.
+CARGO ?= cargo
+BIN := secrets-service
+
+.PHONY: run test fmt-check clippy unit build release fmt bench help
+
+## run: serve on 127.0.0.1:8080 on the embedded store, with generated development keys
+run:
+	$(CARGO) run --release --bin $(BIN) -- serve
+
+## test: every check: formatting, clippy (warnings are errors) and all tests on real databases
+test: fmt-check clippy
+	scripts/with-postgres.sh $(CARGO) test --workspace --all-targets --locked
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+## fmt: format the code
+fmt:
+	$(CARGO) fmt --all
+
+## release: build the optimised binary (target/release/secrets-service)
+release:
+	$(CARGO) build --release --locked --bin $(BIN)
+
+help:
+	@grep -E '^## ' Makefile | sed 's/^## /  make /'

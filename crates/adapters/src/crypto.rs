@@ -1,1 +1,0 @@
-//! Envelope encryption with ring.

@@ -1,0 +1,1 @@
+//! PostgreSQL-specific behaviour the shared conformance suite cannot see.

@@ -1,0 +1,96 @@
+//! Service authentication: `Authorization: Bearer <token>` against the configured tokens.
+//!
+//! Several tokens are accepted at once so that one can be rotated without downtime (add the
+//! new one, move the callers, remove the old one). The comparison is constant-time in two
+//! ways: each configured token is kept as its SHA-256, so the presented token is compared as
+//! a fixed-length digest (no length leak), and every configured token is compared, without
+//! stopping at the first match (no position leak).
+
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::AUTHORIZATION;
+use actix_web::middleware::Next;
+use actix_web::{Error, ResponseError as _, web};
+use secrecy::{ExposeSecret as _, SecretString};
+use sha2::{Digest as _, Sha256};
+use subtle::{Choice, ConstantTimeEq as _};
+
+use crate::error::ApiError;
+
+/// The accepted service tokens, as digests.
+pub struct ServiceTokens(Vec<[u8; 32]>);
+
+impl std::fmt::Debug for ServiceTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ServiceTokens({} configured)", self.0.len())
+    }
+}
+
+impl ServiceTokens {
+    /// Digests the configured tokens.
+    #[must_use]
+    pub fn new(tokens: &[SecretString]) -> Self {
+        Self(
+            tokens
+                .iter()
+                .map(|token| Sha256::digest(token.expose_secret().as_bytes()).into())
+                .collect(),
+        )
+    }
+
+    /// Whether `presented` is one of the configured tokens.
+    #[must_use]
+    pub fn accepts(&self, presented: &[u8]) -> bool {
+        let digest: [u8; 32] = Sha256::digest(presented).into();
+        let mut matched = Choice::from(0);
+        for token in &self.0 {
+            matched |= token.ct_eq(&digest);
+        }
+        matched.into()
+    }
+}
+
+/// Middleware: lets a request through only with an accepted bearer token; otherwise 401.
+pub async fn require_token(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, Error> {
+    let presented = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|value| value.as_bytes().strip_prefix(b"Bearer "));
+    let accepted = match (presented, req.app_data::<web::Data<ServiceTokens>>()) {
+        (Some(token), Some(tokens)) => tokens.accepts(token),
+        _ => false,
+    };
+    if accepted {
+        Ok(next.call(req).await?.map_into_left_body())
+    } else {
+        Ok(req
+            .into_response(ApiError::unauthorized().error_response())
+            .map_into_right_body())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_configured_token_is_accepted_and_nothing_else() {
+        let tokens = ServiceTokens::new(&[
+            SecretString::from("old-token"),
+            SecretString::from("new-token"),
+        ]);
+        assert!(tokens.accepts(b"old-token"));
+        assert!(tokens.accepts(b"new-token"));
+        for wrong in [&b""[..], b"old-toke", b"old-token ", b"NEW-TOKEN", b"old-tokennew-token"] {
+            assert!(!tokens.accepts(wrong), "{wrong:?}");
+        }
+    }
+
+    #[test]
+    fn no_configured_token_accepts_nothing() {
+        assert!(!ServiceTokens::new(&[]).accepts(b""));
+    }
+}

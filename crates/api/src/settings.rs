@@ -1,0 +1,405 @@
+//! Configuration: typed, layered, validated once, then passed down.
+//!
+//! Layers, later ones winning: `config/default.toml` (compiled in), an optional file (`--config`
+//! or `SECRETS_CONFIG`), environment variables `SECRETS__SECTION__KEY`, then `DATABASE_URL`.
+//! Key material never goes through these layers: [`KeyMaterial`] reads `KEY_ENCRYPTION_KEY`,
+//! `KEY_ENCRYPTION_KEYS_RETIRED` and `SERVICE_AUTH_TOKENS` (each also as `<NAME>_FILE`, a path to
+//! a file holding the value) straight into [`SecretString`]s.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use config::{Config, Environment, File, FileFormat};
+use secrecy::{ExposeSecret as _, SecretString};
+use serde::Deserialize;
+
+const DEFAULTS: &str = include_str!("../../../config/default.toml");
+
+/// Whether missing keys may be generated (development) or are a start-up error (production).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Generated keys are allowed on the embedded store.
+    Development,
+    /// Every key must be configured.
+    Production,
+}
+
+/// `log.format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The `[server]` section.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ServerSettings {
+    /// Address to listen on.
+    pub bind: SocketAddr,
+    /// Worker threads; 0 means one per core.
+    pub workers: usize,
+    /// Grace period for in-flight requests at shutdown.
+    pub shutdown_timeout_secs: u64,
+}
+
+/// The `[storage]` section. The URL may carry a password, so `Debug` is written by hand.
+#[derive(Clone, Deserialize)]
+pub struct StorageSettings {
+    /// `sqlite://<path>` or `postgres://...`.
+    pub url: SecretString,
+    /// Connections in the pool.
+    pub pool_size: usize,
+    /// Bound on waiting for the store, in milliseconds.
+    pub timeout_ms: u64,
+    /// Whether `serve` applies pending migrations first.
+    pub migrate_on_start: bool,
+}
+
+impl std::fmt::Debug for StorageSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StorageSettings")
+            .field("backend", &self.backend().map(|b| b.name()))
+            .field("pool_size", &self.pool_size)
+            .field("timeout_ms", &self.timeout_ms)
+            .field("migrate_on_start", &self.migrate_on_start)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Which store a URL names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded store at this path.
+    Sqlite(PathBuf),
+    /// A PostgreSQL server; the URL is kept in [`StorageSettings::url`].
+    Postgres,
+}
+
+impl Backend {
+    /// A short name for logs.
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Sqlite(_) => "sqlite",
+            Self::Postgres => "postgres",
+        }
+    }
+}
+
+impl StorageSettings {
+    /// Parses the URL's scheme into a [`Backend`].
+    pub fn backend(&self) -> Result<Backend, SettingsError> {
+        let url = self.url.expose_secret();
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err(SettingsError::Invalid(
+                    "storage.url: sqlite:// needs a file path, e.g. sqlite://data/secrets.db".into(),
+                ));
+            }
+            Ok(Backend::Sqlite(PathBuf::from(path)))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Backend::Postgres)
+        } else {
+            Err(SettingsError::Invalid(
+                "storage.url (or DATABASE_URL) must start with sqlite:// or postgres://".into(),
+            ))
+        }
+    }
+
+    /// The store timeout.
+    #[must_use]
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+}
+
+/// The `[limits]` section.
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub struct LimitSettings {
+    /// Largest secret value in bytes.
+    pub max_value_bytes: usize,
+    /// Most secrets per namespace.
+    pub max_secrets_per_namespace: u32,
+    /// Largest request body in bytes.
+    pub max_body_bytes: usize,
+}
+
+/// The `[log]` section.
+#[derive(Debug, Clone, Deserialize)]
+pub struct LogSettings {
+    /// Line format.
+    pub format: LogFormat,
+    /// Default filter directive.
+    pub level: String,
+}
+
+/// Every non-secret setting.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    /// Development or production.
+    pub mode: Mode,
+    /// HTTP server.
+    pub server: ServerSettings,
+    /// The store.
+    pub storage: StorageSettings,
+    /// Limits on requests and namespaces.
+    pub limits: LimitSettings,
+    /// Logging.
+    pub log: LogSettings,
+}
+
+/// A configuration problem, named so an operator can fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The layers could not be read or do not fit the schema.
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    /// A value is out of range or malformed.
+    #[error("configuration: {0}")]
+    Invalid(String),
+    /// A `<NAME>_FILE` could not be read.
+    #[error("configuration: cannot read {variable} ({path}): {source}")]
+    File {
+        /// The variable that named the file.
+        variable: String,
+        /// The file.
+        path: String,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+}
+
+impl Settings {
+    /// Loads the layers. `env` is the process environment (a map, so tests need not touch
+    /// the real one).
+    pub fn load(file: Option<&Path>, env: &HashMap<String, String>) -> Result<Self, SettingsError> {
+        let mut builder =
+            Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml));
+        let file = file
+            .map(Path::to_path_buf)
+            .or_else(|| env.get("SECRETS_CONFIG").map(PathBuf::from));
+        if let Some(file) = file {
+            builder = builder.add_source(File::from(file).required(true));
+        }
+        builder = builder.add_source(
+            Environment::with_prefix("SECRETS")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(env.clone())),
+        );
+        if let Some(url) = env.get("DATABASE_URL").filter(|u| !u.is_empty()) {
+            builder = builder.set_override("storage.url", url.as_str())?;
+        }
+        let settings: Self = builder.build()?.try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Fails fast, naming the setting, on values that would only fail later.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        self.storage.backend()?;
+        let checks = [
+            (self.storage.pool_size == 0, "storage.pool_size must be at least 1"),
+            (self.storage.timeout_ms == 0, "storage.timeout_ms must be at least 1"),
+            (self.limits.max_body_bytes == 0, "limits.max_body_bytes must be at least 1"),
+            (
+                self.limits.max_secrets_per_namespace == 0,
+                "limits.max_secrets_per_namespace must be at least 1",
+            ),
+        ];
+        match checks.into_iter().find(|(failed, _)| *failed) {
+            Some((_, message)) => Err(SettingsError::Invalid(message.into())),
+            None => Ok(()),
+        }
+    }
+
+    /// The domain's view of the limits.
+    #[must_use]
+    pub fn domain_limits(&self) -> secrets_domain::Limits {
+        secrets_domain::Limits {
+            max_value_bytes: self.limits.max_value_bytes,
+            max_secrets_per_namespace: self.limits.max_secrets_per_namespace,
+        }
+    }
+}
+
+/// Keys and tokens, as configured (before dev mode may fill them in).
+pub struct KeyMaterial {
+    /// The active KEK, base64.
+    pub kek: Option<SecretString>,
+    /// Retired KEKs, base64, for unwrapping only.
+    pub retired: Vec<SecretString>,
+    /// Accepted service tokens.
+    pub tokens: Vec<SecretString>,
+}
+
+impl std::fmt::Debug for KeyMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyMaterial")
+            .field("kek", &self.kek.as_ref().map(|_| "<redacted>"))
+            .field("retired", &self.retired.len())
+            .field("tokens", &self.tokens.len())
+            .finish()
+    }
+}
+
+impl KeyMaterial {
+    /// Reads `KEY_ENCRYPTION_KEY`, `KEY_ENCRYPTION_KEYS_RETIRED` and `SERVICE_AUTH_TOKENS`, each
+    /// from the variable itself or from the file its `_FILE` variant names.
+    pub fn from_env(env: &HashMap<String, String>) -> Result<Self, SettingsError> {
+        Ok(Self {
+            kek: read_secret(env, "KEY_ENCRYPTION_KEY")?,
+            retired: read_list(env, "KEY_ENCRYPTION_KEYS_RETIRED")?,
+            tokens: read_list(env, "SERVICE_AUTH_TOKENS")?,
+        })
+    }
+}
+
+fn read_secret(
+    env: &HashMap<String, String>,
+    name: &str,
+) -> Result<Option<SecretString>, SettingsError> {
+    let file_variable = format!("{name}_FILE");
+    let raw = match (env.get(name), env.get(&file_variable)) {
+        (Some(_), Some(_)) => {
+            return Err(SettingsError::Invalid(format!(
+                "set either {name} or {file_variable}, not both"
+            )));
+        }
+        (Some(value), None) => value.clone(),
+        (None, Some(path)) => {
+            std::fs::read_to_string(path).map_err(|source| SettingsError::File {
+                variable: file_variable,
+                path: path.clone(),
+                source,
+            })?
+        }
+        (None, None) => return Ok(None),
+    };
+    let value = zeroize::Zeroizing::new(raw);
+    let trimmed = value.trim();
+    Ok((!trimmed.is_empty()).then(|| SecretString::from(trimmed.to_owned())))
+}
+
+fn read_list(env: &HashMap<String, String>, name: &str) -> Result<Vec<SecretString>, SettingsError> {
+    Ok(read_secret(env, name)?
+        .map(|joined| {
+            joined
+                .expose_secret()
+                .split([',', '\n'])
+                .map(str::trim)
+                .filter(|item| !item.is_empty())
+                .map(|item| SecretString::from(item.to_owned()))
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn the_defaults_load_with_no_file_and_no_environment() {
+        let settings = Settings::load(None, &env(&[])).expect("defaults load");
+        assert_eq!(settings.mode, Mode::Development);
+        assert_eq!(settings.server.bind.to_string(), "127.0.0.1:8080");
+        assert_eq!(
+            settings.storage.backend().expect("backend"),
+            Backend::Sqlite(PathBuf::from("data/secrets.db"))
+        );
+        assert_eq!(settings.limits.max_value_bytes, 65_536);
+        assert_eq!(settings.limits.max_secrets_per_namespace, 1_000);
+        assert_eq!(settings.limits.max_body_bytes, 1_048_576);
+    }
+
+    #[test]
+    fn environment_variables_override_sections_and_database_url_overrides_the_store() {
+        let settings = Settings::load(
+            None,
+            &env(&[
+                ("SECRETS__SERVER__BIND", "0.0.0.0:9000"),
+                ("SECRETS__LIMITS__MAX_SECRETS_PER_NAMESPACE", "7"),
+                ("SECRETS__MODE", "production"),
+                ("DATABASE_URL", "postgres://db.internal/secrets"),
+            ]),
+        )
+        .expect("loads");
+        assert_eq!(settings.server.bind.to_string(), "0.0.0.0:9000");
+        assert_eq!(settings.limits.max_secrets_per_namespace, 7);
+        assert_eq!(settings.mode, Mode::Production);
+        assert_eq!(settings.storage.backend().expect("backend"), Backend::Postgres);
+    }
+
+    #[test]
+    fn invalid_settings_are_refused_naming_the_setting() {
+        let cases = [
+            ("SECRETS__STORAGE__POOL_SIZE", "0", "storage.pool_size"),
+            ("DATABASE_URL", "mysql://x", "DATABASE_URL"),
+            ("SECRETS__LIMITS__MAX_BODY_BYTES", "0", "limits.max_body_bytes"),
+        ];
+        for (variable, value, named) in cases {
+            let error = Settings::load(None, &env(&[(variable, value)])).expect_err(variable);
+            assert!(error.to_string().contains(named), "{variable}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_config_file_overrides_the_defaults_and_the_environment_overrides_the_file() {
+        let dir = std::env::temp_dir().join(format!("secrets-settings-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("service.toml");
+        std::fs::write(&file, "[server]\nbind = \"127.0.0.1:7000\"\nworkers = 3\n").expect("write");
+        let settings =
+            Settings::load(Some(&file), &env(&[("SECRETS__SERVER__WORKERS", "5")])).expect("loads");
+        std::fs::remove_dir_all(&dir).expect("clean up");
+        assert_eq!(settings.server.bind.to_string(), "127.0.0.1:7000");
+        assert_eq!(settings.server.workers, 5);
+    }
+
+    #[test]
+    fn key_material_is_read_from_variables_or_files() {
+        let dir = std::env::temp_dir().join(format!("secrets-keys-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let kek_file = dir.join("kek");
+        std::fs::write(&kek_file, "a2VrLWZyb20tZmlsZQ==\n").expect("write");
+        let keys = KeyMaterial::from_env(&env(&[
+            ("KEY_ENCRYPTION_KEY_FILE", kek_file.to_str().expect("utf-8 path")),
+            ("SERVICE_AUTH_TOKENS", "one, two,,three"),
+        ]))
+        .expect("loads");
+        std::fs::remove_dir_all(&dir).expect("clean up");
+        assert_eq!(
+            keys.kek.as_ref().map(|k| k.expose_secret().to_owned()),
+            Some("a2VrLWZyb20tZmlsZQ==".to_owned())
+        );
+        let tokens: Vec<_> = keys.tokens.iter().map(|t| t.expose_secret().to_owned()).collect();
+        assert_eq!(tokens, ["one", "two", "three"]);
+        assert!(keys.retired.is_empty());
+        assert!(!format!("{keys:?}").contains("a2Vr"));
+    }
+
+    #[test]
+    fn a_variable_and_its_file_form_together_are_refused() {
+        let error = KeyMaterial::from_env(&env(&[
+            ("SERVICE_AUTH_TOKENS", "x"),
+            ("SERVICE_AUTH_TOKENS_FILE", "/nonexistent"),
+        ]))
+        .expect_err("ambiguous");
+        assert!(error.to_string().contains("SERVICE_AUTH_TOKENS_FILE"));
+    }
+}

@@ -1,0 +1,23 @@
+//! Tracing set-up: text or JSON lines on standard error, filtered by `log.level` or `RUST_LOG`.
+//!
+//! What reaches a log line is decided where events are written: handlers and adapters log
+//! internal ids, key ids, routes and statuses, never an access key, a token, a secret name or
+//! a value (the types that hold those have redacted `Debug` output as a second line of defence).
+
+use tracing_subscriber::EnvFilter;
+
+use crate::settings::{LogFormat, LogSettings};
+
+/// Installs the global subscriber. Calling it twice keeps the first (tests start many apps).
+pub fn init(settings: &LogSettings) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&settings.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match settings.format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
