@@ -28,3 +28,7 @@ release:
 
 help:
 	@grep -E '^## ' Makefile | sed 's/^## /  make /'
+
+## bench: benchmark this service (PostgreSQL, SQLite) against OpenBao and pgbench (docs/benchmarks.md)
+bench: release
+	bench/run.sh

@@ -31,8 +31,9 @@ CREATE TABLE secrets (
     namespace_id BLOB    NOT NULL REFERENCES namespaces (id) ON DELETE CASCADE,
     -- Blind index of the name: HMAC under a key derived from the namespace's data key.
     name_index   BLOB    NOT NULL CHECK (length(name_index) = 32),
-    name_ct      BLOB,
-    value_ct     BLOB,
+    -- The sealed name and value.
+    name_ct      BLOB    NOT NULL,
+    value_ct     BLOB    NOT NULL,
     created_at   INTEGER NOT NULL,
     updated_at   INTEGER NOT NULL,
     PRIMARY KEY (namespace_id, name_index)

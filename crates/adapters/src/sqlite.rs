@@ -1,4 +1,4 @@
-//! The zero-setup embedded store on SQLite: one file on one machine.
+//! The zero-setup embedded store on `SQLite`: one file on one machine.
 //!
 //! # Durability
 //! Every connection runs with `journal_mode=WAL` and `synchronous=FULL`. WAL lets readers (the
@@ -6,10 +6,10 @@
 //! journal's exclusive lock. `synchronous=FULL` fsyncs the log at every commit, so an
 //! acknowledged write survives a power cut; `NORMAL` would be faster and could lose the last
 //! commits, which a secrets store must not trade away. `foreign_keys=ON` is what makes deleting
-//! a namespace delete its secrets (it is off by default in SQLite, per connection).
+//! a namespace delete its secrets (it is off by default in `SQLite`, per connection).
 //!
 //! # Concurrency
-//! SQLite allows one writer at a time. Every write runs in a `BEGIN IMMEDIATE` transaction,
+//! `SQLite` allows one writer at a time. Every write runs in a `BEGIN IMMEDIATE` transaction,
 //! which takes the write lock before reading anything. A plain (deferred) transaction that reads
 //! and then writes can fail at the upgrade with `SQLITE_BUSY` no matter how long it waits,
 //! because another writer committed after its snapshot was taken; taking the lock up front
@@ -18,14 +18,23 @@
 //! back when the count passes the limit, with no other writer able to slip in between. Waiting
 //! for the lock is bounded by `busy_timeout`; past it the store answers `Unavailable`.
 //!
-//! SQLite calls block the calling thread (on locks and on fsync), so they never run on the
+//! Writers of one process also queue on an async mutex before they take a connection.
+//! `SQLite`'s busy handler waits by sleeping and retrying, which is unfair under contention: a
+//! writer can lose the race again and again (seconds of tail latency with a few dozen
+//! concurrent writers), and writers waiting inside it would hold pooled connections that
+//! readers need. The queue is first come first served and holds no connection while waiting;
+//! the busy handler remains for other processes on the same file (a `migrate` or `rotate-kek`
+//! run beside the server). Waiting in the queue is bounded by the same timeout. Reads never
+//! queue: WAL serves them from a snapshot.
+//!
+//! `SQLite` calls block the calling thread (on locks and on fsync), so they never run on the
 //! async executor's worker threads: each call goes through `deadpool-sqlite`'s `interact`, which
 //! runs the closure on tokio's blocking pool with the pooled connection. A closure runs to its
 //! end even when the request that started it is dropped, so a transaction is always committed
 //! or rolled back whole, never abandoned half-way.
 //!
 //! # Layout on disk
-//! See `migrations/sqlite/`: the schema mirrors PostgreSQL's, with ids and hashes as BLOBs and
+//! See `migrations/sqlite/`: the schema mirrors `PostgreSQL`'s, with ids and hashes as BLOBs and
 //! timestamps as integer unix microseconds from the service's clock.
 
 use std::fmt;
@@ -46,12 +55,15 @@ use secrets_domain::ports::{
     StoredSecret, Upserted, WrappedKey, WrappedNamespace,
 };
 use time::OffsetDateTime;
+use tokio::sync::{Mutex, OwnedMutexGuard};
 use uuid::Uuid;
 
-/// The migrations, in order, embedded so that the one binary carries its schema.
+/// Every migration, in the order they apply, embedded so that the one binary carries its
+/// schema. Append only: a released migration is never edited, only followed (mirrored in
+/// `migrations/postgres/`).
 const MIGRATIONS: &[Migration] = &[Migration {
     version: 1,
-    name: "0001_init",
+    name: "init",
     sql: include_str!("../../../migrations/sqlite/0001_init.sql"),
 }];
 
@@ -70,7 +82,7 @@ struct Migration {
 pub struct SqliteOptions {
     /// The most connections open at once. WAL lets any number read at once; writes take turns.
     pub pool_size: usize,
-    /// How long a call waits for a pooled connection and for SQLite's write lock before the
+    /// How long a call waits for a pooled connection and for `SQLite`'s write lock before the
     /// store answers `Unavailable`.
     pub timeout: Duration,
 }
@@ -97,10 +109,13 @@ pub struct PoolStatus {
     pub waiting: usize,
 }
 
-/// The SQLite store. Cloning is cheap: clones share one pool.
+/// The `SQLite` store. Cloning is cheap: clones share one pool.
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: Pool,
+    /// This process's writers queue here, first come first served (see the module's doc).
+    writers: Arc<Mutex<()>>,
+    timeout: Duration,
     path: Arc<Path>,
 }
 
@@ -108,8 +123,9 @@ impl fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SqliteStore")
             .field("path", &self.path)
+            .field("timeout", &self.timeout)
             .field("pool", &self.pool_status())
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -120,9 +136,9 @@ impl SqliteStore {
     /// here, and the file is switched to WAL before several connections race to do it.
     pub async fn open(path: &Path, options: SqliteOptions) -> Result<Self, StoreError> {
         if options.pool_size == 0 {
-            return Err(StoreError::Internal(Box::new(Described(
-                "the pool size must be at least 1",
-            ))));
+            return Err(StoreError::Internal(
+                "storage.pool_size must be at least 1".into(),
+            ));
         }
         let path: Arc<Path> = Arc::from(path);
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -150,7 +166,12 @@ impl SqliteStore {
             }))
             .build()
             .map_err(|e| StoreError::Internal(Box::new(e)))?;
-        let store = Self { pool, path };
+        let store = Self {
+            pool,
+            writers: Arc::new(Mutex::new(())),
+            timeout: options.timeout,
+            path,
+        };
         store.ping().await?;
         Ok(store)
     }
@@ -161,38 +182,45 @@ impl SqliteStore {
     /// All of it runs in one `IMMEDIATE` transaction, so two processes migrating at once take
     /// turns and the second finds nothing left to do; a failing migration leaves no trace.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        let applied = self
+        let (applied, newer) = self
             .write(|tx| {
                 tx.execute_batch(
                     "CREATE TABLE IF NOT EXISTS schema_migrations (
                         version    INTEGER NOT NULL PRIMARY KEY,
-                        name       TEXT    NOT NULL,
                         applied_at INTEGER NOT NULL
                     ) STRICT",
                 )?;
+                let recorded = tx
+                    .prepare("SELECT version FROM schema_migrations")?
+                    .query_map([], |row| row.get::<_, i64>(0))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                let known = MIGRATIONS.last().map_or(0, |m| m.version);
+                let newer = recorded.iter().copied().filter(|v| *v > known).max();
                 let mut applied = Vec::new();
-                for migration in MIGRATIONS {
-                    let done: bool = tx.query_row(
-                        "SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = ?1)",
-                        [migration.version],
-                        |row| row.get(0),
-                    )?;
-                    if done {
-                        continue;
-                    }
+                for migration in MIGRATIONS.iter().filter(|m| !recorded.contains(&m.version)) {
                     tx.execute_batch(migration.sql)?;
                     tx.execute(
-                        "INSERT INTO schema_migrations (version, name, applied_at) \
-                         VALUES (?1, ?2, ?3)",
-                        params![migration.version, migration.name, now_micros()?],
+                        "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
+                        params![migration.version, now_micros()?],
                     )?;
-                    applied.push(migration.name);
+                    applied.push(migration);
                 }
-                Ok(applied)
+                Ok((applied, newer))
             })
             .await?;
-        for name in applied {
-            tracing::info!(migration = name, "applied a SQLite migration");
+        if let Some(newer) = newer {
+            tracing::warn!(
+                database = newer,
+                binary = MIGRATIONS.last().map_or(0, |m| m.version),
+                "the database schema is newer than this binary's migrations"
+            );
+        }
+        for migration in applied {
+            tracing::info!(
+                version = migration.version,
+                name = migration.name,
+                "applied migration"
+            );
         }
         Ok(())
     }
@@ -220,9 +248,9 @@ impl SqliteStore {
     #[doc(hidden)]
     pub async fn pragma(&self, name: &str) -> Result<String, StoreError> {
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-            return Err(StoreError::Internal(Box::new(Described(
-                "a pragma name is a plain identifier",
-            ))));
+            return Err(StoreError::Internal(
+                "a pragma name is a plain identifier".into(),
+            ));
         }
         let name = name.to_owned();
         self.run(move |conn| {
@@ -244,25 +272,20 @@ impl SqliteStore {
         F: FnOnce(&mut Connection) -> Result<T, Failure> + Send + 'static,
         T: Send + 'static,
     {
-        let conn = self.pool.get().await.map_err(pool_error)?;
-        let span = tracing::Span::current();
-        conn.interact(move |conn| {
-            let _entered = span.enter();
-            f(conn)
-        })
-        .await
-        .map_err(interact_error)?
-        .map_err(Failure::into_store_error)
+        self.run_in_turn(None, f).await
     }
 
-    /// Runs `f` in a write transaction that holds SQLite's write lock from its first statement
+    /// Runs `f` in a write transaction that holds `SQLite`'s write lock from its first statement
     /// (see the module's doc). It commits when `f` succeeds; an error, or a panic, rolls back.
     async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         F: FnOnce(&Transaction<'_>) -> Result<T, Failure> + Send + 'static,
         T: Send + 'static,
     {
-        self.run(move |conn| {
+        let turn = tokio::time::timeout(self.timeout, Arc::clone(&self.writers).lock_owned())
+            .await
+            .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
+        self.run_in_turn(Some(turn), move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let value = f(&tx)?;
             tx.commit()?;
@@ -270,9 +293,32 @@ impl SqliteStore {
         })
         .await
     }
+
+    /// Runs `f` with a pooled connection on the blocking pool, inside the caller's span. A
+    /// writer's `turn` is released when `f` has returned, even if the caller stopped waiting.
+    async fn run_in_turn<T, F>(
+        &self,
+        turn: Option<OwnedMutexGuard<()>>,
+        f: F,
+    ) -> Result<T, StoreError>
+    where
+        F: FnOnce(&mut Connection) -> Result<T, Failure> + Send + 'static,
+        T: Send + 'static,
+    {
+        let conn = self.pool.get().await.map_err(pool_error)?;
+        let span = tracing::Span::current();
+        conn.interact(move |conn| {
+            let _turn = turn;
+            let _entered = span.enter();
+            f(conn)
+        })
+        .await
+        .map_err(|e| interact_error(&e))?
+        .map_err(Failure::into_store_error)
+    }
 }
 
-/// Settings every connection needs; SQLite keeps them per connection, so they are applied
+/// Settings every connection needs; `SQLite` keeps them per connection, so they are applied
 /// whenever the pool opens one.
 fn configure(conn: &mut Connection, busy_timeout: Duration) -> Result<(), HookError> {
     let apply = |conn: &mut Connection| -> rusqlite::Result<String> {
@@ -811,7 +857,7 @@ fn kind(e: &rusqlite::Error) -> Kind {
     }
 }
 
-/// Translates a driver error, keeping it as the source. SQLite's messages name tables and
+/// Translates a driver error, keeping it as the source. `SQLite`'s messages name tables and
 /// columns, never bound values, so the source carries no secret or parameter.
 fn sql_error(e: rusqlite::Error) -> StoreError {
     match kind(&e) {
@@ -836,17 +882,12 @@ fn pool_error(e: PoolError) -> StoreError {
     }
 }
 
-fn interact_error(e: InteractError) -> StoreError {
+fn interact_error(e: &InteractError) -> StoreError {
     // The panic payload is neither `Sync` nor useful to a caller; the panic itself has already
     // been reported by the panic hook.
     let what = match e {
         InteractError::Panic(_) => "a database call panicked",
         InteractError::Cancelled => "a database call was cancelled",
     };
-    StoreError::Internal(Box::new(Described(what)))
+    StoreError::Internal(what.into())
 }
-
-/// A failure described by a fixed sentence.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct Described(&'static str);

@@ -40,6 +40,11 @@ impl TempDb {
 
 impl Drop for TempDb {
     fn drop(&mut self) {
+        // A test may use the path as a directory to hold its database.
+        if self.path.is_dir() {
+            let _ = std::fs::remove_dir_all(&self.path);
+            return;
+        }
         for suffix in ["", "-wal", "-shm", "-journal"] {
             let mut file = self.path.clone().into_os_string();
             file.push(suffix);
@@ -77,6 +82,10 @@ fn random32() -> [u8; 32] {
     bytes[..16].copy_from_slice(Uuid::new_v4().as_bytes());
     bytes[16..].copy_from_slice(Uuid::new_v4().as_bytes());
     bytes
+}
+
+fn index(n: u32) -> NameIndex {
+    secret(n, "").index
 }
 
 fn secret(n: u32, value: &str) -> SealedSecret {
@@ -179,8 +188,6 @@ async fn the_file_and_its_directory_are_created_and_data_survives_reopening() {
         BTreeMap::from([(b"name-1".to_vec(), b"v1".to_vec())])
     );
     assert_eq!(store.key_checks().await.expect("checks").len(), 1);
-    drop(store);
-    std::fs::remove_dir_all(dir.path()).expect("clean up the directory");
 }
 
 #[tokio::test]
@@ -227,7 +234,7 @@ async fn a_zero_pool_size_is_refused() {
 }
 
 #[tokio::test]
-async fn secrets_round_trip_with_their_timestamps() {
+async fn namespaces_are_found_by_their_access_hash() {
     let db = TempDb::new();
     let store = open(&db).await;
     let ns = namespace("kek-a");
@@ -236,113 +243,69 @@ async fn secrets_round_trip_with_their_timestamps() {
         .await
         .expect("create");
 
-    let found = store
-        .find_namespace(&ns.access_hash)
-        .await
-        .expect("find")
-        .expect("found");
-    assert_eq!(found.id, ns.id);
-    assert_eq!(found.data_key, ns.data_key);
-    let (record, secrets) = store
-        .read_namespace(&ns.access_hash)
-        .await
-        .expect("read")
-        .expect("found");
-    assert_eq!(record, found);
-    assert!(secrets.is_empty());
+    let found = store.find_namespace(&ns.access_hash).await.expect("find");
+    let found = found.expect("found");
+    assert_eq!((found.id, &found.data_key), (ns.id, &ns.data_key));
+    let read = store.read_namespace(&ns.access_hash).await.expect("read");
+    assert_eq!(read, Some((found, Vec::new())));
 
-    assert_eq!(
-        store
-            .upsert_secret(ns.id, &secret(1, "a"), 10)
-            .await
-            .expect("insert"),
-        Upserted::Created
-    );
-    let first = store
-        .get_secret(ns.id, &secret(1, "").index)
+    let unknown = namespace("x").access_hash;
+    assert_eq!(store.find_namespace(&unknown).await.expect("find"), None);
+    assert_eq!(store.read_namespace(&unknown).await.expect("read"), None);
+    store.ping().await.expect("ping");
+}
+
+#[tokio::test]
+async fn secrets_round_trip_with_their_timestamps() {
+    let db = TempDb::new();
+    let store = open(&db).await;
+    let ns = namespace("kek-a");
+    store
+        .create_namespaces(std::slice::from_ref(&ns))
         .await
-        .expect("get")
-        .expect("found");
+        .expect("create");
+    let upsert = |n, value| {
+        let store = store.clone();
+        async move { store.upsert_secret(ns.id, &secret(n, value), 10).await }
+    };
+    let get = |n| {
+        let store = store.clone();
+        async move { store.get_secret(ns.id, &index(n)).await.expect("get") }
+    };
+
+    assert_eq!(upsert(1, "a").await.expect("insert"), Upserted::Created);
+    let first = get(1).await.expect("found");
     assert_eq!(first.sealed, secret(1, "a"));
     assert_eq!(first.created_at, first.updated_at);
     // Stored with microsecond precision.
     assert_eq!(first.created_at.nanosecond() % 1_000, 0);
 
-    assert_eq!(
-        store
-            .upsert_secret(ns.id, &secret(1, "b"), 10)
-            .await
-            .expect("update"),
-        Upserted::Updated
-    );
-    let second = store
-        .get_secret(ns.id, &secret(1, "").index)
-        .await
-        .expect("get")
-        .expect("found");
+    assert_eq!(upsert(1, "b").await.expect("update"), Upserted::Updated);
+    let second = get(1).await.expect("found");
     assert_eq!(second.sealed, secret(1, "b"));
     assert_eq!(second.created_at, first.created_at);
     assert!(second.updated_at > first.updated_at);
 
-    // The hot read returns everything in name-index order.
-    store
-        .upsert_secret(ns.id, &secret(3, "c"), 10)
-        .await
-        .expect("insert");
-    store
-        .upsert_secret(ns.id, &secret(2, "d"), 10)
-        .await
-        .expect("insert");
+    // The hot read returns everything, in name-index order.
+    upsert(3, "c").await.expect("insert");
+    upsert(2, "d").await.expect("insert");
     let (_, secrets) = store
         .read_namespace(&ns.access_hash)
         .await
         .expect("read")
         .expect("found");
     let indexes: Vec<_> = secrets.iter().map(|s| s.sealed.index).collect();
-    assert_eq!(
-        indexes,
-        [
-            secret(1, "").index,
-            secret(2, "").index,
-            secret(3, "").index
-        ]
-    );
+    assert_eq!(indexes, [index(1), index(2), index(3)]);
     assert_eq!(secrets[0], second);
 
-    assert!(
-        store
-            .delete_secret(ns.id, &secret(2, "").index)
-            .await
-            .expect("delete")
-    );
-    assert!(
-        !store
-            .delete_secret(ns.id, &secret(2, "").index)
-            .await
-            .expect("delete again")
-    );
-    assert!(
-        store
-            .get_secret(ns.id, &secret(2, "").index)
-            .await
-            .expect("get")
-            .is_none()
-    );
-    assert!(
-        store
-            .find_namespace(&namespace("x").access_hash)
-            .await
-            .expect("find")
-            .is_none()
-    );
-    assert!(
-        store
-            .read_namespace(&namespace("x").access_hash)
-            .await
-            .expect("read")
-            .is_none()
-    );
-    store.ping().await.expect("ping");
+    let delete = |n| {
+        let store = store.clone();
+        async move { store.delete_secret(ns.id, &index(n)).await.expect("delete") }
+    };
+    assert!(delete(2).await);
+    assert!(!delete(2).await, "already gone");
+    assert_eq!(get(2).await, None);
+    assert!(get(3).await.is_some());
 }
 
 #[tokio::test]
@@ -360,7 +323,7 @@ async fn writes_to_a_missing_namespace_are_refused() {
     ));
     assert!(
         !store
-            .delete_secret(missing, &secret(1, "").index)
+            .delete_secret(missing, &index(1))
             .await
             .expect("delete")
     );
@@ -386,7 +349,7 @@ async fn a_patch_is_applied_whole_or_not_at_all() {
         .apply_patch(
             ns.id,
             &[secret(1, "new"), secret(4, "four")],
-            &[secret(2, "").index, secret(9, "").index],
+            &[index(2), index(9)],
             3,
         )
         .await
@@ -428,7 +391,7 @@ async fn a_patch_is_applied_whole_or_not_at_all() {
 
     // Shrinking an over-full namespace (the limit was lowered) is allowed.
     let shrunk = store
-        .apply_patch(ns.id, &[secret(1, "x")], &[secret(3, "").index], 1)
+        .apply_patch(ns.id, &[secret(1, "x")], &[index(3)], 1)
         .await
         .expect("shrink");
     assert_eq!(shrunk.len(), 2);
@@ -461,7 +424,7 @@ async fn deleting_a_namespace_deletes_its_secrets() {
     );
     assert!(
         store
-            .get_secret(ns.id, &secret(1, "").index)
+            .get_secret(ns.id, &index(1))
             .await
             .expect("get")
             .is_none()

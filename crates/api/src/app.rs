@@ -20,6 +20,7 @@ use secrets_domain::{KeyCheckError, SecretsService};
 use crate::auth::{ServiceTokens, require_token};
 use crate::devkeys::{self, DevKeysError};
 use crate::handlers::{self, AppState};
+use crate::metrics::{Metrics, PoolState};
 use crate::settings::{Backend, KeyMaterial, Mode, Settings};
 
 /// Why the service did not start. Every message names what to fix.
@@ -48,6 +49,9 @@ pub enum StartupError {
     /// The KEKs do not fit the store.
     #[error(transparent)]
     Keys(#[from] KeyCheckError),
+    /// The metrics could not be registered (a bug: two metrics share a name).
+    #[error("metrics: {0}")]
+    Metrics(#[source] prometheus::Error),
     /// The listener could not be bound.
     #[error("cannot listen on {address}: {source}")]
     Bind {
@@ -153,7 +157,8 @@ pub trait StoreUser {
     /// What it returns.
     type Output;
     /// Does it.
-    fn run<S: SecretStore + Migrate>(self, store: S) -> impl Future<Output = Self::Output>;
+    fn run<S: SecretStore + Migrate + PoolState>(self, store: S)
+    -> impl Future<Output = Self::Output>;
 }
 
 /// Stores that carry their own migrations.
@@ -222,7 +227,7 @@ struct Launch {
 impl StoreUser for Launch {
     type Output = Result<Application, StartupError>;
 
-    async fn run<S: SecretStore + Migrate>(self, store: S) -> Self::Output {
+    async fn run<S: SecretStore + Migrate + PoolState>(self, store: S) -> Self::Output {
         let Self { settings, resolved } = self;
         if settings.storage.migrate_on_start {
             store.migrate().await.map_err(StartupError::Store)?;
@@ -248,11 +253,17 @@ impl StoreUser for Launch {
             max_body_bytes: settings.limits.max_body_bytes,
         });
         let tokens = web::Data::new(ServiceTokens::new(&resolved.tokens));
+        let metrics = web::Data::new(
+            Metrics::new(settings.storage.backend()?.name()).map_err(StartupError::Metrics)?,
+        );
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
                 .app_data(tokens.clone())
+                .app_data(metrics.clone())
                 .configure(routes::<S>)
+                // Outermost, so that it sees every answer, the 401s and 404s included.
+                .wrap(middleware::from_fn(crate::middleware::observe))
         })
         .shutdown_timeout(settings.server.shutdown_timeout_secs);
         if settings.server.workers > 0 {
@@ -271,9 +282,10 @@ impl StoreUser for Launch {
 }
 
 /// Every route. Unknown routes answer 404 `not_found`, known routes with another method 405
-/// `method_not_allowed`, both as JSON; everything under `/namespaces` needs a service token
-/// first, so an unauthenticated caller learns nothing about which routes exist.
-fn routes<S: SecretStore>(cfg: &mut web::ServiceConfig) {
+/// `method_not_allowed`, both as JSON; everything under `/namespaces`, and `/metrics`, needs a
+/// service token first, so an unauthenticated caller learns nothing about which routes exist.
+/// Each route's OpenAPI operation is on its handler; a test checks that the two agree.
+fn routes<S: SecretStore + PoolState>(cfg: &mut web::ServiceConfig) {
     use handlers::{
         create_namespace, create_namespaces, delete_namespace, delete_secret, get_secret,
         list_keys, method_not_allowed, not_found, patch_namespace, put_secret, read_namespace,
@@ -282,6 +294,12 @@ fn routes<S: SecretStore>(cfg: &mut web::ServiceConfig) {
     let resource = |path: &str| web::resource(path).default_service(web::to(method_not_allowed));
     cfg.service(resource("/healthz").route(web::get().to(handlers::healthz)))
         .service(resource("/readyz").route(web::get().to(handlers::readyz::<S>)))
+        .service(resource("/openapi.json").route(web::get().to(handlers::openapi)))
+        .service(
+            resource("/metrics")
+                .wrap(middleware::from_fn(require_token))
+                .route(web::get().to(handlers::metrics::<S>)),
+        )
         .service(
             web::scope("/namespaces")
                 .wrap(middleware::from_fn(require_token))

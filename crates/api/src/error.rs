@@ -9,6 +9,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use secrets_domain::Error as DomainError;
 use serde::Serialize;
+use utoipa::ToSchema;
 
 /// An error response.
 #[derive(Debug)]
@@ -18,15 +19,30 @@ pub struct ApiError {
     message: String,
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    error: Detail<'a>,
+/// Every error answer: `{"error": {"code", "message"}}`.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(
+    as = Error,
+    example = json!({"error": {"code": "namespace_not_found", "message": "no namespace has this access key"}})
+)]
+pub struct ErrorBody<'a> {
+    /// What went wrong.
+    pub error: ErrorDetail<'a>,
 }
 
-#[derive(Serialize)]
-struct Detail<'a> {
-    code: &'a str,
-    message: &'a str,
+/// The code and message of an error.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = ErrorDetail)]
+pub struct ErrorDetail<'a> {
+    /// A stable `snake_case` code to act on: `invalid_json`, `invalid_request`,
+    /// `unauthorized`, `namespace_not_found`, `secret_not_found`, `not_found`,
+    /// `method_not_allowed`, `namespace_full`, `payload_too_large`, `unsupported_media_type`,
+    /// `integrity_error`, `internal` or `unavailable`.
+    #[schema(example = "namespace_not_found")]
+    pub code: &'a str,
+    /// A sentence for people. It names the offending field where there is one, and never holds
+    /// a secret's value, an access key or an internal detail.
+    pub message: &'a str,
 }
 
 impl ApiError {
@@ -39,16 +55,19 @@ impl ApiError {
     }
 
     /// 400 `invalid_json`: the body is not JSON.
+    #[must_use]
     pub fn invalid_json(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_json", message)
     }
 
     /// 400 `invalid_request`: well-formed JSON that does not fit the request.
+    #[must_use]
     pub fn invalid_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
     }
 
     /// 401 `unauthorized`.
+    #[must_use]
     pub fn unauthorized() -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,
@@ -58,16 +77,19 @@ impl ApiError {
     }
 
     /// 404 `namespace_not_found`.
+    #[must_use]
     pub fn namespace_not_found() -> Self {
         Self::new(StatusCode::NOT_FOUND, "namespace_not_found", "no namespace has this access key")
     }
 
     /// 404 `not_found`: no such route.
+    #[must_use]
     pub fn route_not_found() -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", "no such route")
     }
 
     /// 405 `method_not_allowed`.
+    #[must_use]
     pub fn method_not_allowed() -> Self {
         Self::new(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -77,6 +99,7 @@ impl ApiError {
     }
 
     /// 413 `payload_too_large` for a body over `limits.max_body_bytes`.
+    #[must_use]
     pub fn body_too_large(limit: usize) -> Self {
         Self::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -86,6 +109,7 @@ impl ApiError {
     }
 
     /// 415 `unsupported_media_type`.
+    #[must_use]
     pub fn unsupported_media_type(expected: &str) -> Self {
         Self::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -95,6 +119,7 @@ impl ApiError {
     }
 
     /// 503 `unavailable`, for when the service itself is not ready.
+    #[must_use]
     pub fn unavailable() -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -105,6 +130,12 @@ impl ApiError {
 
     fn internal() -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "an internal error occurred")
+    }
+
+    /// 500 `internal` for a failure outside the domain (a bug), logged once with its chain.
+    pub fn internal_from(error: &(dyn std::error::Error + 'static)) -> Self {
+        log_chain(tracing::Level::ERROR, "internal error", error);
+        Self::internal()
     }
 
     /// The error's code, e.g. `namespace_not_found`.
@@ -126,8 +157,8 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status).json(Body {
-            error: Detail {
+        HttpResponse::build(self.status).json(ErrorBody {
+            error: ErrorDetail {
                 code: self.code,
                 message: &self.message,
             },

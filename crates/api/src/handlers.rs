@@ -2,13 +2,15 @@
 //! answer. Nothing here decides anything about secrets; the use cases do.
 
 use actix_web::web::{Data, Path, Payload};
+use actix_web::http::header::ContentType;
 use actix_web::{HttpRequest, HttpResponse};
 use secrets_domain::ports::{SecretStore, Upserted};
 use secrets_domain::{AccessKey, SecretsService};
 
 use secrets_adapters::crypto::{OsRandom, RingEnvelope};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
+use crate::metrics::{Metrics, PoolState};
 use crate::wire::{self, Accept};
 
 /// The use cases as the API runs them: the chosen store, ring envelope encryption and the
@@ -43,6 +45,22 @@ async fn json_body(
 }
 
 /// `POST /namespaces`
+#[utoipa::path(
+    post,
+    path = "/namespaces",
+    tag = "namespaces",
+    request_body(content = Option<wire::CreateRequest>, content_type = "application/json", description = "No body, or `{}`."),
+    security(("serviceToken" = [])),
+    responses(
+        (status = 201, description = "The new namespace's access key.", body = wire::AccessKeyBody),
+        (status = 400, description = "`invalid_json` or `invalid_request`: the message names the field.", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: missing or wrong service token.", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body (or a value) is over its limit.", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: the body is not JSON.", body = ErrorBody),
+        (status = 500, description = "`integrity_error`: stored data failed its integrity check; `internal`: a bug.", body = ErrorBody),
+        (status = 503, description = "`unavailable`: the store cannot be reached; retry later.", body = ErrorBody),
+    )
+)]
 pub async fn create_namespace<S: SecretStore>(
     state: State<S>,
     req: HttpRequest,
@@ -60,6 +78,22 @@ pub async fn create_namespace<S: SecretStore>(
 }
 
 /// `POST /namespaces/bulk`
+#[utoipa::path(
+    post,
+    path = "/namespaces/bulk",
+    tag = "namespaces",
+    request_body(content = wire::BulkRequest, content_type = "application/json"),
+    security(("serviceToken" = [])),
+    responses(
+        (status = 201, description = "The new namespaces' access keys, created in one transaction.", body = wire::AccessKeysBody),
+        (status = 400, description = "`invalid_json` or `invalid_request`: the message names the field.", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: missing or wrong service token.", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body (or a value) is over its limit.", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: the body is not JSON.", body = ErrorBody),
+        (status = 500, description = "`integrity_error`: stored data failed its integrity check; `internal`: a bug.", body = ErrorBody),
+        (status = 503, description = "`unavailable`: the store cannot be reached; retry later.", body = ErrorBody),
+    )
+)]
 pub async fn create_namespaces<S: SecretStore>(
     state: State<S>,
     req: HttpRequest,
@@ -74,6 +108,20 @@ pub async fn create_namespaces<S: SecretStore>(
 }
 
 /// `GET /namespaces/{accessKey}`: every secret as one flat object. The worker's hot path.
+#[utoipa::path(
+    get,
+    path = "/namespaces/{accessKey}",
+    tag = "namespaces",
+    params(("accessKey" = String, Path, description = "The namespace's access key (43 characters of base64url).")),
+    security(("serviceToken" = [])),
+    responses(
+        (status = 200, description = "Every secret of the namespace, name to value.", body = wire::NamespaceBody),
+        (status = 401, description = "`unauthorized`: missing or wrong service token.", body = ErrorBody),
+        (status = 404, description = "`namespace_not_found`: no namespace has this access key (or it is malformed).", body = ErrorBody),
+        (status = 500, description = "`integrity_error`: stored data failed its integrity check; `internal`: a bug.", body = ErrorBody),
+        (status = 503, description = "`unavailable`: the store cannot be reached; retry later.", body = ErrorBody),
+    )
+)]
 pub async fn read_namespace<S: SecretStore>(
     state: State<S>,
     path: Path<String>,
@@ -84,6 +132,25 @@ pub async fn read_namespace<S: SecretStore>(
 }
 
 /// `POST /namespaces/{accessKey}`: add or update one secret.
+#[utoipa::path(
+    post,
+    path = "/namespaces/{accessKey}",
+    tag = "secrets",
+    params(("accessKey" = String, Path, description = "The namespace's access key (43 characters of base64url).")),
+    request_body(content = wire::PutRequest, content_type = "application/json"),
+    security(("serviceToken" = [])),
+    responses(
+        (status = 201, description = "The secret was added (`created`: true) or updated (false).", body = wire::PutBody),
+        (status = 400, description = "`invalid_json` or `invalid_request`: the message names the field.", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: missing or wrong service token.", body = ErrorBody),
+        (status = 404, description = "`namespace_not_found`: no namespace has this access key (or it is malformed).", body = ErrorBody),
+        (status = 409, description = "`namespace_full`: the namespace holds its maximum number of secrets.", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body (or a value) is over its limit.", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: the body is not JSON.", body = ErrorBody),
+        (status = 500, description = "`integrity_error`: stored data failed its integrity check; `internal`: a bug.", body = ErrorBody),
+        (status = 503, description = "`unavailable`: the store cannot be reached; retry later.", body = ErrorBody),
+    )
+)]
 pub async fn put_secret<S: SecretStore>(
     state: State<S>,
     path: Path<String>,
@@ -101,6 +168,25 @@ pub async fn put_secret<S: SecretStore>(
 }
 
 /// `PATCH /namespaces/{accessKey}`: a JSON merge patch, all or nothing.
+#[utoipa::path(
+    patch,
+    path = "/namespaces/{accessKey}",
+    tag = "secrets",
+    params(("accessKey" = String, Path, description = "The namespace's access key (43 characters of base64url).")),
+    request_body(content((wire::PatchRequest = "application/merge-patch+json"), (wire::PatchRequest = "application/json"))),
+    security(("serviceToken" = [])),
+    responses(
+        (status = 200, description = "The whole namespace after the change.", body = wire::NamespaceBody),
+        (status = 400, description = "`invalid_json` or `invalid_request`: the message names the field.", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: missing or wrong service token.", body = ErrorBody),
+        (status = 404, description = "`namespace_not_found`: no namespace has this access key (or it is malformed).", body = ErrorBody),
+        (status = 409, description = "`namespace_full`: the namespace holds its maximum number of secrets.", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body (or a value) is over its limit.", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: the body is not JSON.", body = ErrorBody),
+        (status = 500, description = "`integrity_error`: stored data failed its integrity check; `internal`: a bug.", body = ErrorBody),
+        (status = 503, description = "`unavailable`: the store cannot be reached; retry later.", body = ErrorBody),
+    )
+)]
 pub async fn patch_namespace<S: SecretStore>(
     state: State<S>,
     path: Path<String>,
@@ -115,6 +201,20 @@ pub async fn patch_namespace<S: SecretStore>(
 }
 
 /// `DELETE /namespaces/{accessKey}`
+#[utoipa::path(
+    delete,
+    path = "/namespaces/{accessKey}",
+    tag = "namespaces",
+    params(("accessKey" = String, Path, description = "The namespace's access key (43 characters of base64url).")),
+    security(("serviceToken" = [])),
+    responses(
+        (status = 204, description = "The namespace, its secrets and its data key are gone."),
+        (status = 401, description = "`unauthorized`: missing or wrong service token.", body = ErrorBody),
+        (status = 404, description = "`namespace_not_found`: no namespace has this access key (or it is malformed).", body = ErrorBody),
+        (status = 500, description = "`integrity_error`: stored data failed its integrity check; `internal`: a bug.", body = ErrorBody),
+        (status = 503, description = "`unavailable`: the store cannot be reached; retry later.", body = ErrorBody),
+    )
+)]
 pub async fn delete_namespace<S: SecretStore>(
     state: State<S>,
     path: Path<String>,
@@ -125,6 +225,20 @@ pub async fn delete_namespace<S: SecretStore>(
 }
 
 /// `GET /namespaces/{accessKey}/keys`: names, digests and timestamps, never values.
+#[utoipa::path(
+    get,
+    path = "/namespaces/{accessKey}/keys",
+    tag = "secrets",
+    params(("accessKey" = String, Path, description = "The namespace's access key (43 characters of base64url).")),
+    security(("serviceToken" = [])),
+    responses(
+        (status = 200, description = "Every secret's name, digest and timestamps; never a value.", body = Vec<wire::KeyInfoBody>),
+        (status = 401, description = "`unauthorized`: missing or wrong service token.", body = ErrorBody),
+        (status = 404, description = "`namespace_not_found`: no namespace has this access key (or it is malformed).", body = ErrorBody),
+        (status = 500, description = "`integrity_error`: stored data failed its integrity check; `internal`: a bug.", body = ErrorBody),
+        (status = 503, description = "`unavailable`: the store cannot be reached; retry later.", body = ErrorBody),
+    )
+)]
 pub async fn list_keys<S: SecretStore>(
     state: State<S>,
     path: Path<String>,
@@ -144,6 +258,20 @@ pub async fn list_keys<S: SecretStore>(
 }
 
 /// `POST /namespaces/{accessKey}/access-key`: a new key; the old one stops working.
+#[utoipa::path(
+    post,
+    path = "/namespaces/{accessKey}/access-key",
+    tag = "namespaces",
+    params(("accessKey" = String, Path, description = "The namespace's access key (43 characters of base64url).")),
+    security(("serviceToken" = [])),
+    responses(
+        (status = 201, description = "The namespace's new access key; the old one stopped working.", body = wire::AccessKeyBody),
+        (status = 401, description = "`unauthorized`: missing or wrong service token.", body = ErrorBody),
+        (status = 404, description = "`namespace_not_found`: no namespace has this access key (or it is malformed).", body = ErrorBody),
+        (status = 500, description = "`integrity_error`: stored data failed its integrity check; `internal`: a bug.", body = ErrorBody),
+        (status = 503, description = "`unavailable`: the store cannot be reached; retry later.", body = ErrorBody),
+    )
+)]
 pub async fn rotate_access_key<S: SecretStore>(
     state: State<S>,
     path: Path<String>,
@@ -156,6 +284,21 @@ pub async fn rotate_access_key<S: SecretStore>(
 }
 
 /// `GET /namespaces/{accessKey}/secrets/{key}`
+#[utoipa::path(
+    get,
+    path = "/namespaces/{accessKey}/secrets/{key}",
+    tag = "secrets",
+    params(("accessKey" = String, Path, description = "The namespace's access key (43 characters of base64url)."), ("key" = String, Path, description = "The secret's name, percent-encoded.")),
+    security(("serviceToken" = [])),
+    responses(
+        (status = 200, description = "The secret.", body = wire::SecretBody),
+        (status = 400, description = "`invalid_request`: the name is not a valid secret name.", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: missing or wrong service token.", body = ErrorBody),
+        (status = 404, description = "`namespace_not_found`, or `secret_not_found`: the namespace has no secret of that name.", body = ErrorBody),
+        (status = 500, description = "`integrity_error`: stored data failed its integrity check; `internal`: a bug.", body = ErrorBody),
+        (status = 503, description = "`unavailable`: the store cannot be reached; retry later.", body = ErrorBody),
+    )
+)]
 pub async fn get_secret<S: SecretStore>(
     state: State<S>,
     path: Path<(String, String)>,
@@ -173,6 +316,21 @@ pub async fn get_secret<S: SecretStore>(
 }
 
 /// `DELETE /namespaces/{accessKey}/secrets/{key}`
+#[utoipa::path(
+    delete,
+    path = "/namespaces/{accessKey}/secrets/{key}",
+    tag = "secrets",
+    params(("accessKey" = String, Path, description = "The namespace's access key (43 characters of base64url)."), ("key" = String, Path, description = "The secret's name, percent-encoded.")),
+    security(("serviceToken" = [])),
+    responses(
+        (status = 204, description = "The secret is gone."),
+        (status = 400, description = "`invalid_request`: the name is not a valid secret name.", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: missing or wrong service token.", body = ErrorBody),
+        (status = 404, description = "`namespace_not_found`, or `secret_not_found`: the namespace has no secret of that name.", body = ErrorBody),
+        (status = 500, description = "`integrity_error`: stored data failed its integrity check; `internal`: a bug.", body = ErrorBody),
+        (status = 503, description = "`unavailable`: the store cannot be reached; retry later.", body = ErrorBody),
+    )
+)]
 pub async fn delete_secret<S: SecretStore>(
     state: State<S>,
     path: Path<(String, String)>,
@@ -185,14 +343,69 @@ pub async fn delete_secret<S: SecretStore>(
 }
 
 /// `GET /healthz`: the process serves.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The process serves.", body = wire::StatusBody, example = json!({"status": "ok"})),
+    )
+)]
 pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+    HttpResponse::Ok().json(wire::StatusBody { status: "ok" })
 }
 
 /// `GET /readyz`: the store answers (the KEK was checked before the server started).
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The store answers; the key-encryption key was checked at start-up.", body = wire::StatusBody, example = json!({"status": "ready"})),
+        (status = 503, description = "`unavailable`: the store cannot be reached; retry later.", body = ErrorBody),
+    )
+)]
 pub async fn readyz<S: SecretStore>(state: State<S>) -> Result<HttpResponse, ApiError> {
     state.service.ping().await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "status": "ready" })))
+    Ok(HttpResponse::Ok().json(wire::StatusBody { status: "ready" }))
+}
+
+/// `GET /metrics`: the Prometheus text exposition (see [`crate::metrics`]).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    security(("serviceToken" = [])),
+    responses(
+        (status = 200, description = "Prometheus text format: requests by route template and status, latency histograms, the store's pool, build information.", body = String, content_type = "text/plain; version=0.0.4"),
+        (status = 401, description = "`unauthorized`: missing or wrong service token.", body = ErrorBody),
+    )
+)]
+pub async fn metrics<S: SecretStore + PoolState>(
+    state: State<S>,
+    metrics: Data<Metrics>,
+) -> Result<HttpResponse, ApiError> {
+    let text = metrics
+        .render(state.service.store().pool_state())
+        .map_err(|error| ApiError::internal_from(&error))?;
+    Ok(HttpResponse::Ok()
+        .content_type(crate::metrics::CONTENT_TYPE)
+        .body(text))
+}
+
+/// `GET /openapi.json`: this API's OpenAPI document (see [`crate::openapi`]).
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The OpenAPI 3.1 document of this API.", body = Object, content_type = "application/json"),
+    )
+)]
+pub async fn openapi() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(ContentType::json())
+        .body(crate::openapi::document())
 }
 
 /// Any route that does not exist.

@@ -12,6 +12,9 @@
 //! - [`auth`]: the service-token middleware (constant-time comparison).
 //! - [`error`]: [`ApiError`] and the exhaustive mapping of domain errors to SPEC 3.4.
 //! - [`devkeys`]: generated keys for zero-setup development on the embedded store.
+//! - [`middleware`]: request id, one log line and metrics per request.
+//! - [`metrics`]: the Prometheus registry each application owns.
+//! - [`openapi`]: the OpenAPI document, generated from the handlers and bodies.
 //! - [`telemetry`]: tracing set-up.
 
 pub mod app;
@@ -19,6 +22,9 @@ pub mod auth;
 pub mod devkeys;
 pub mod error;
 pub mod handlers;
+pub mod metrics;
+pub mod middleware;
+pub mod openapi;
 pub mod settings;
 pub mod telemetry;
 pub mod wire;

@@ -1,7 +1,7 @@
 //! Request and response bodies, and the parsing of untrusted bytes into domain values.
 //!
 //! Every body is read with a size limit, checked for its media type, then parsed as a JSON
-//! object whose keys must be unique (serde_json would silently keep the last of two equal
+//! object whose keys must be unique (`serde_json` would silently keep the last of two equal
 //! keys, which in a merge patch would hide half of what the caller sent). Field checks are
 //! done by hand so that every message names the field and never echoes what was sent: a
 //! rejected value may well be a secret.
@@ -14,6 +14,7 @@ use secrets_domain::{BulkCount, PatchChange, SecretName, SecretValue};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
 
 use crate::error::ApiError;
 
@@ -209,26 +210,76 @@ pub fn parse_patch(body: &[u8]) -> Result<Vec<PatchChange>, ApiError> {
         .collect()
 }
 
-/// `201 {"accessKey": "..."}`.
-#[derive(Serialize)]
+// ---------------------------------------------------------------------------------------------
+// Request bodies, as the OpenAPI document describes them. The handlers do not deserialise into
+// these (see the module doc: bodies are parsed by hand, field by field); they exist so that the
+// document is generated from types, next to the parsers they describe.
+// ---------------------------------------------------------------------------------------------
+
+/// The body of `POST /namespaces/{accessKey}`: one secret to add or update.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = PutSecretRequest, example = json!({"key": "SECRET_API_KEY", "value": "foobar"}))]
+#[expect(missing_debug_implementations, reason = "describes names and values: never printed")]
+pub struct PutRequest {
+    /// The secret's name: 1 to 256 bytes of UTF-8, without control characters.
+    pub key: String,
+    /// The secret's value: a UTF-8 string of at most `limits.max_value_bytes` bytes.
+    pub value: String,
+}
+
+/// The body of `POST /namespaces`: nothing, or an empty object.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = CreateNamespaceRequest, example = json!({}))]
+pub struct CreateRequest {}
+
+/// The body of `POST /namespaces/bulk`: how many namespaces to create, in one transaction.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = BulkCreateRequest, example = json!({"count": 10}))]
+pub struct BulkRequest {
+    /// From 1 to 500.
+    #[schema(minimum = 1, maximum = 500)]
+    pub count: u32,
+}
+
+/// A JSON merge patch (RFC 7396) of a namespace: a string sets the secret of that name, `null`
+/// deletes it. Applied in one transaction, all or nothing.
+#[derive(ToSchema)]
+#[schema(as = NamespacePatch, example = json!({"A": "x", "B": null}))]
+#[expect(missing_debug_implementations, reason = "describes names and values: never printed")]
+pub struct PatchRequest(pub std::collections::BTreeMap<String, Option<String>>);
+
+// ---------------------------------------------------------------------------------------------
+// Response bodies
+// ---------------------------------------------------------------------------------------------
+
+/// A namespace's access key. Only the service's caller ever holds it: the service keeps its
+/// SHA-256 alone.
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = AccessKey)]
 #[expect(missing_debug_implementations, reason = "holds names, values or keys: never printed")]
 pub struct AccessKeyBody {
-    /// The namespace's access key.
+    /// 32 random bytes, base64url without padding (43 characters).
+    #[schema(min_length = 43, max_length = 43, pattern = "^[A-Za-z0-9_-]{43}$")]
     pub access_key: String,
 }
 
-/// `201 {"accessKeys": [...]}`.
-#[derive(Serialize)]
+/// The access keys of namespaces created together.
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = AccessKeys)]
 #[expect(missing_debug_implementations, reason = "holds names, values or keys: never printed")]
 pub struct AccessKeysBody {
-    /// The new namespaces' access keys.
+    /// One access key per new namespace, each 43 characters of base64url.
     pub access_keys: Vec<String>,
 }
 
-/// `201 {"key": "...", "created": bool}`.
-#[derive(Serialize)]
+/// The outcome of adding or updating one secret.
+#[derive(Serialize, ToSchema)]
+#[schema(as = PutSecretResult, example = json!({"key": "SECRET_API_KEY", "created": true}))]
 #[expect(missing_debug_implementations, reason = "holds names, values or keys: never printed")]
 pub struct PutBody<'a> {
     /// The secret's name.
@@ -237,9 +288,10 @@ pub struct PutBody<'a> {
     pub created: bool,
 }
 
-/// `200 {"key", "value", "createdAt", "updatedAt"}`.
-#[derive(Serialize)]
+/// One secret, with its timestamps.
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = Secret)]
 #[expect(missing_debug_implementations, reason = "holds names, values or keys: never printed")]
 pub struct SecretBody<'a> {
     /// The secret's name.
@@ -254,14 +306,17 @@ pub struct SecretBody<'a> {
     pub updated_at: time::OffsetDateTime,
 }
 
-/// One entry of `GET /namespaces/{accessKey}/keys`.
-#[derive(Serialize)]
+/// One secret's name and metadata, without its value.
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = KeyInfo)]
 #[expect(missing_debug_implementations, reason = "holds names, values or keys: never printed")]
 pub struct KeyInfoBody<'a> {
     /// The secret's name.
     pub key: &'a str,
-    /// Hex HMAC-SHA256 of the value under a per-namespace key.
+    /// Hex HMAC-SHA256 of the value under a per-namespace key: it changes when the value
+    /// changes, and cannot be brute-forced back to a short value.
+    #[schema(min_length = 64, max_length = 64, pattern = "^[0-9a-f]{64}$")]
     pub digest: String,
     /// When the name was first written (RFC 3339).
     #[serde(with = "time::serde::rfc3339")]
@@ -271,8 +326,14 @@ pub struct KeyInfoBody<'a> {
     pub updated_at: time::OffsetDateTime,
 }
 
-/// A whole namespace as one flat JSON object of name to value, serialised straight from the
-/// decrypted pairs without an intermediate map.
+/// Every secret of a namespace as one flat JSON object of name to value, serialised straight
+/// from the decrypted pairs without an intermediate map.
+#[derive(ToSchema)]
+#[schema(
+    as = Namespace,
+    value_type = std::collections::BTreeMap<String, String>,
+    example = json!({"SECRET_API_KEY": "foobar"})
+)]
 #[expect(missing_debug_implementations, reason = "holds names, values or keys: never printed")]
 pub struct NamespaceBody<'a>(pub &'a [(SecretName, SecretValue)]);
 
@@ -280,6 +341,14 @@ impl Serialize for NamespaceBody<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_map(self.0.iter().map(|(name, value)| (name.as_str(), value.expose())))
     }
+}
+
+/// The answer of `/healthz` and `/readyz`.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Status)]
+pub struct StatusBody {
+    /// `ok` (the process serves) or `ready` (the store answers).
+    pub status: &'static str,
 }
 
 /// Lowercase hex.
@@ -360,7 +429,7 @@ mod tests {
     #[test]
     fn bulk_counts_outside_the_range_are_refused() {
         assert_eq!(parse_bulk(br#"{"count": 3}"#).expect("parses").get(), 3);
-        for bad in [&br#"{"count": 0}"#[..], br#"{"count": 501}"#, br#"{"count": 1.5}"#, br#"{}"#] {
+        for bad in [&br#"{"count": 0}"#[..], br#"{"count": 501}"#, br#"{"count": 1.5}"#, br"{}"] {
             assert_eq!(parse_bulk(bad).expect_err("bad count").code(), "invalid_request");
         }
     }

@@ -363,9 +363,12 @@ mod tests {
     fn an_access_key_hash_is_sha256_of_its_bytes() {
         let key = AccessKey([0u8; 32]);
         // SHA-256 of 32 zero bytes.
-        let expected = "66687aadf862bd776c8fc18b8e9f8e20089714856ee233b3902a591d0d5f2925";
-        let hex: String = key.hash().as_bytes().iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(hex, expected);
+        let expected = [
+            0x66, 0x68, 0x7a, 0xad, 0xf8, 0x62, 0xbd, 0x77, 0x6c, 0x8f, 0xc1, 0x8b, 0x8e, 0x9f,
+            0x8e, 0x20, 0x08, 0x97, 0x14, 0x85, 0x6e, 0xe2, 0x33, 0xb3, 0x90, 0x2a, 0x59, 0x1d,
+            0x0d, 0x5f, 0x29, 0x25,
+        ];
+        assert_eq!(key.hash().as_bytes(), &expected);
     }
 
     #[test]

@@ -215,25 +215,21 @@ impl InMemoryStore {
 }
 
 fn upsert(ns: &mut Namespace, secret: &SealedSecret, now: OffsetDateTime) -> Upserted {
-    match ns.secrets.get_mut(&secret.index) {
-        Some(existing) => {
-            existing.sealed.value.clone_from(&secret.value);
-            existing.sealed.name.clone_from(&secret.name);
-            existing.updated_at = now;
-            Upserted::Updated
-        }
-        None => {
-            ns.secrets.insert(
-                secret.index,
-                StoredSecret {
-                    sealed: secret.clone(),
-                    created_at: now,
-                    updated_at: now,
-                },
-            );
-            Upserted::Created
-        }
+    if let Some(existing) = ns.secrets.get_mut(&secret.index) {
+        existing.sealed.value.clone_from(&secret.value);
+        existing.sealed.name.clone_from(&secret.name);
+        existing.updated_at = now;
+        return Upserted::Updated;
     }
+    ns.secrets.insert(
+        secret.index,
+        StoredSecret {
+            sealed: secret.clone(),
+            created_at: now,
+            updated_at: now,
+        },
+    );
+    Upserted::Created
 }
 
 #[async_trait]
@@ -459,11 +455,11 @@ impl SecretStore for InMemoryStore {
         Ok(self.with(|state| {
             let mut replaced = 0;
             for (old, new) in updates {
-                if let Some(ns) = state.namespaces.get_mut(&old.id) {
-                    if ns.data_key == old.data_key {
-                        ns.data_key = new.clone();
-                        replaced += 1;
-                    }
+                if let Some(ns) = state.namespaces.get_mut(&old.id)
+                    && ns.data_key == old.data_key
+                {
+                    ns.data_key = new.clone();
+                    replaced += 1;
                 }
             }
             replaced

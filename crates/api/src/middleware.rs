@@ -1,0 +1,113 @@
+//! The outermost middleware: request id, one log line per request, and request metrics.
+//!
+//! It wraps the whole application, so every answer passes through it: 404s for unknown routes,
+//! 405s, the 401s of the token check and errors a middleware returns instead of a response.
+//!
+//! # Request id
+//! An `X-Request-Id` sent by the caller is kept when it is a sane short token (1 to
+//! [`MAX_REQUEST_ID_LEN`] characters of `A-Z a-z 0-9 . _ -`), so a caller's id follows the
+//! request through this service's log; anything else is replaced by a fresh UUID v4 rather than
+//! echoed, so a log line never carries arbitrary bytes a caller chose. The id is echoed back on
+//! every response, errors included, and is a field of the `request` span, so whatever the
+//! handlers and the store log for this request carries it too.
+//!
+//! # What is logged
+//! Method, route *template*, status, latency and request id, and nothing else: the raw path
+//! holds the access key and possibly a secret's name, and headers hold the service token, so
+//! neither is ever read here. A request that matched no route is logged with
+//! [`UNMATCHED_ROUTE`] instead of its path.
+
+use std::time::Instant;
+
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{Error, web};
+use tracing::Instrument as _;
+
+use crate::metrics::{Metrics, UNMATCHED_ROUTE, method_label};
+
+/// The request id header, lowercase as HTTP/2 and actix store header names.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The longest caller-chosen request id that is kept.
+pub const MAX_REQUEST_ID_LEN: usize = 64;
+
+/// The caller's request id when it is sane, else a fresh UUID v4.
+fn request_id(sent: Option<&HeaderValue>) -> String {
+    let sane = |id: &&[u8]| {
+        (1..=MAX_REQUEST_ID_LEN).contains(&id.len())
+            && id
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    };
+    match sent.map(HeaderValue::as_bytes).filter(sane) {
+        // Checked above: every byte is ASCII.
+        Some(id) => String::from_utf8_lossy(id).into_owned(),
+        None => uuid::Uuid::new_v4().to_string(),
+    }
+}
+
+/// Middleware: see the module doc.
+pub async fn observe(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, Error> {
+    let started = Instant::now();
+    let id = request_id(req.headers().get(&REQUEST_ID));
+    let method = method_label(req.method());
+    // The template comes from the application's route table, matched against the path; it is
+    // `None` for a path no resource matches (scope defaults included).
+    let route = req
+        .match_pattern()
+        .unwrap_or_else(|| UNMATCHED_ROUTE.to_owned());
+    let metrics = req.app_data::<web::Data<Metrics>>().cloned();
+    // Kept to build a response when an inner middleware fails with an error instead of
+    // answering; cloning an `HttpRequest` clones a reference count.
+    let request = req.request().clone();
+    let span = tracing::info_span!("request", request_id = %id, method, route = %route);
+    let mut response = match next.call(req).instrument(span).await {
+        Ok(response) => response.map_into_left_body(),
+        Err(error) => ServiceResponse::from_err(error, request).map_into_right_body(),
+    };
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    let status = response.status().as_u16();
+    let elapsed = started.elapsed();
+    let latency_ms = elapsed.as_secs_f64() * 1000.0;
+    if response.status().is_server_error() {
+        tracing::warn!(method, route = %route, status, latency_ms, request_id = %id, "request");
+    } else {
+        tracing::info!(method, route = %route, status, latency_ms, request_id = %id, "request");
+    }
+    if let Some(metrics) = metrics {
+        metrics.observe_request(method, &route, status, elapsed);
+    }
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sane_request_id_is_kept_and_anything_else_replaced() {
+        let kept = ["abc", "req-1.2_3", &"a".repeat(MAX_REQUEST_ID_LEN)];
+        for id in kept {
+            assert_eq!(request_id(Some(&HeaderValue::from_static(id))), id);
+        }
+        let long = "a".repeat(MAX_REQUEST_ID_LEN + 1);
+        let replaced = ["", "has space", "semi;colon", "quote\"", "caf\u{e9}", &long];
+        for id in replaced {
+            let value = HeaderValue::from_bytes(id.as_bytes()).expect("a header value");
+            let got = request_id(Some(&value));
+            assert_ne!(got, id);
+            assert!(uuid::Uuid::parse_str(&got).is_ok(), "{got}");
+        }
+        let fresh = request_id(None);
+        assert_eq!(uuid::Uuid::parse_str(&fresh).map(|u| u.get_version_num()), Ok(4));
+        assert_ne!(fresh, request_id(None));
+    }
+}
