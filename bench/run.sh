@@ -106,6 +106,7 @@ ensure_tools() {
 
 # ------------------------------------------------------------------------------------ processes
 SERVER_PID=""
+SERVER_LABEL=""
 SERVER_DB=""   # the PostgreSQL database the running server uses, for transaction counts
 
 stop_server() {
@@ -118,6 +119,15 @@ stop_server() {
     kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
   fi
   wait "$pid" 2>/dev/null || true
+  # The service logs one line per request: keep the start and the end of the log, not all of it.
+  if [[ -f "$WORK/server.log" ]]; then
+    { head -n 30 "$WORK/server.log"; echo "[... $(wc -l <"$WORK/server.log") lines in all ...]"
+      tail -n 30 "$WORK/server.log"
+      echo "requests by route and status:"
+      grep -o 'method=[A-Z]* route=[^ ]* status=[0-9]*' "$WORK/server.log" | sort | uniq -c || true
+    } >>"$OUT/server-$SERVER_LABEL.log"
+    rm -f "$WORK/server.log"
+  fi
 }
 SCALE_DB_CREATED=""
 cleanup() {
@@ -152,9 +162,10 @@ start_svc() {
   KEY_ENCRYPTION_KEY="$kek" SERVICE_AUTH_TOKENS="$TOKEN" DATABASE_URL="$url" \
     SECRETS__MODE=production SECRETS__SERVER__BIND="$HOST:$SVC_PORT" \
     SECRETS__STORAGE__POOL_SIZE="$POOL_SIZE" \
-    "$BIN" serve >>"$OUT/server-$label.log" 2>&1 &
+    "$BIN" serve >"$WORK/server.log" 2>&1 &
   SERVER_PID=$!
-  wait_http "http://$HOST:$SVC_PORT/readyz" 200 60 || { tail -20 "$OUT/server-$label.log" >&2; die "$label did not become ready"; }
+  SERVER_LABEL="$label"
+  wait_http "http://$HOST:$SVC_PORT/readyz" 200 60 || { tail -20 "$WORK/server.log" >&2; die "$label did not become ready"; }
   log "$label: pid $SERVER_PID, RSS at start $(rss_mib "$SERVER_PID") MiB"
 }
 
@@ -339,11 +350,12 @@ EOF
 start_bao() { # LABEL CONFIG_FILE
   local label="$1" config="$2" init key
   port_busy "$BAO_PORT" && die "port $BAO_PORT is in use by a process this script did not start"
-  "$BAO" server -config="$config" >>"$OUT/server-$label.log" 2>&1 &
+  "$BAO" server -config="$config" >"$WORK/server.log" 2>&1 &
   SERVER_PID=$!
+  SERVER_LABEL="$label"
   export BAO_ADDR="http://$HOST:$BAO_PORT"
   unset BAO_TOKEN VAULT_TOKEN
-  wait_http "$BAO_ADDR/v1/sys/health" 501 60 || { tail -20 "$OUT/server-$label.log" >&2; die "$label did not start"; }
+  wait_http "$BAO_ADDR/v1/sys/health" 501 60 || { tail -20 "$WORK/server.log" >&2; die "$label did not start"; }
   init="$WORK/init-$label.json"
   "$BAO" operator init -key-shares=1 -key-threshold=1 -format=json >"$init"
   key="$(python3 -c 'import json,sys; print(json.load(sys.stdin)["unseal_keys_b64"][0])' <"$init")"

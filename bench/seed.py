@@ -8,7 +8,8 @@ its KEK and encrypts every name and value, so only the service itself can write 
       creates N namespaces with POST /namespaces/bulk (500 per call, several calls in flight),
       then gives each S secrets of VALUE_BYTES bytes (KEY_0 .. KEY_<S-1>) with one
       PATCH /namespaces/{accessKey} per namespace (a JSON merge patch: one transaction), and
-      writes the access keys to KEYS_FILE, one per line.
+      writes the access keys of the filled namespaces to KEYS_FILE, one per line. With
+      --fill-budget SECONDS, filling stops when the budget is spent (the rest stay empty).
   seed.py bao  --url URL --token T --namespaces N --secrets S
       writes N KV v2 secrets ns-1 .. ns-N of S fields each (POST /v1/secret/data/ns-<i>).
 
@@ -153,9 +154,16 @@ async def seed_svc(args):
 
     filled = 0
 
+    deadline = t_created + args.fill_budget if args.fill_budget else None
+    filled_keys = []
+
     async def counted_fill(conn, key):
         nonlocal filled
+        # Past the time budget, the remaining namespaces stay empty and are left out of --out.
+        if deadline is not None and time.monotonic() > deadline:
+            return
         await fill(conn, key)
+        filled_keys.append(key)
         filled += 1
 
     async def progress():
@@ -168,21 +176,23 @@ async def seed_svc(args):
     ticker = asyncio.create_task(progress()) if args.namespaces >= 100_000 else None
     if args.secrets > 0:
         await run_pool(conns, keys, counted_fill)
+    else:
+        filled_keys = keys
     if ticker:
         ticker.cancel()
     t_filled = time.monotonic()
     for c in conns:
         c.close()
     with open(args.out, "w") as f:
-        f.write("\n".join(keys) + "\n")
+        f.write("\n".join(filled_keys) + "\n")
     create_s = t_created - t0
     fill_s = t_filled - t_created
     print(json.dumps({
-        "namespaces": len(keys), "secrets_per_namespace": args.secrets,
+        "namespaces": len(keys), "filled": len(filled_keys), "secrets_per_namespace": args.secrets,
         "create_s": round(create_s, 2), "fill_s": round(fill_s, 2),
         "namespaces_per_s": round(len(keys) / create_s) if create_s else None,
-        "patches_per_s": round(len(keys) / fill_s) if args.secrets and fill_s else None,
-        "secrets_per_s": round(len(keys) * args.secrets / fill_s) if args.secrets and fill_s else None,
+        "patches_per_s": round(len(filled_keys) / fill_s) if args.secrets and fill_s else None,
+        "secrets_per_s": round(len(filled_keys) * args.secrets / fill_s) if args.secrets and fill_s else None,
     }), flush=True)
 
 
@@ -218,6 +228,8 @@ def main():
     p.add_argument("--create-conns", type=int, default=4)
     p.add_argument("--mount", default="secret")
     p.add_argument("--out")
+    p.add_argument("--fill-budget", type=float, default=0,
+                   help="stop filling namespaces after this many seconds (0: fill them all)")
     args = p.parse_args()
     if args.system == "svc":
         if not args.out:

@@ -1,4 +1,4 @@
-//! The zero-setup embedded store on `SQLite`: one file on one machine.
+//! The zero-setup embedded store on SQLite: one file on one machine.
 //!
 //! # Durability
 //! Every connection runs with `journal_mode=WAL` and `synchronous=FULL`. WAL lets readers (the
@@ -6,10 +6,10 @@
 //! journal's exclusive lock. `synchronous=FULL` fsyncs the log at every commit, so an
 //! acknowledged write survives a power cut; `NORMAL` would be faster and could lose the last
 //! commits, which a secrets store must not trade away. `foreign_keys=ON` is what makes deleting
-//! a namespace delete its secrets (it is off by default in `SQLite`, per connection).
+//! a namespace delete its secrets (it is off by default in SQLite, per connection).
 //!
 //! # Concurrency
-//! `SQLite` allows one writer at a time. Every write runs in a `BEGIN IMMEDIATE` transaction,
+//! SQLite allows one writer at a time. Every write runs in a `BEGIN IMMEDIATE` transaction,
 //! which takes the write lock before reading anything. A plain (deferred) transaction that reads
 //! and then writes can fail at the upgrade with `SQLITE_BUSY` no matter how long it waits,
 //! because another writer committed after its snapshot was taken; taking the lock up front
@@ -19,7 +19,7 @@
 //! for the lock is bounded by `busy_timeout`; past it the store answers `Unavailable`.
 //!
 //! Writers of one process also queue on an async mutex before they take a connection.
-//! `SQLite`'s busy handler waits by sleeping and retrying, which is unfair under contention: a
+//! SQLite's busy handler waits by sleeping and retrying, which is unfair under contention: a
 //! writer can lose the race again and again (seconds of tail latency with a few dozen
 //! concurrent writers), and writers waiting inside it would hold pooled connections that
 //! readers need. The queue is first come first served and holds no connection while waiting;
@@ -27,14 +27,14 @@
 //! run beside the server). Waiting in the queue is bounded by the same timeout. Reads never
 //! queue: WAL serves them from a snapshot.
 //!
-//! `SQLite` calls block the calling thread (on locks and on fsync), so they never run on the
+//! SQLite calls block the calling thread (on locks and on fsync), so they never run on the
 //! async executor's worker threads: each call goes through `deadpool-sqlite`'s `interact`, which
 //! runs the closure on tokio's blocking pool with the pooled connection. A closure runs to its
 //! end even when the request that started it is dropped, so a transaction is always committed
 //! or rolled back whole, never abandoned half-way.
 //!
 //! # Layout on disk
-//! See `migrations/sqlite/`: the schema mirrors `PostgreSQL`'s, with ids and hashes as BLOBs and
+//! See `migrations/sqlite/`: the schema mirrors PostgreSQL's, with ids and hashes as BLOBs and
 //! timestamps as integer unix microseconds from the service's clock.
 
 use std::fmt;
@@ -82,7 +82,7 @@ struct Migration {
 pub struct SqliteOptions {
     /// The most connections open at once. WAL lets any number read at once; writes take turns.
     pub pool_size: usize,
-    /// How long a call waits for a pooled connection and for `SQLite`'s write lock before the
+    /// How long a call waits for a pooled connection and for SQLite's write lock before the
     /// store answers `Unavailable`.
     pub timeout: Duration,
 }
@@ -109,7 +109,7 @@ pub struct PoolStatus {
     pub waiting: usize,
 }
 
-/// The `SQLite` store. Cloning is cheap: clones share one pool.
+/// The SQLite store. Cloning is cheap: clones share one pool.
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: Pool,
@@ -275,7 +275,7 @@ impl SqliteStore {
         self.run_in_turn(None, f).await
     }
 
-    /// Runs `f` in a write transaction that holds `SQLite`'s write lock from its first statement
+    /// Runs `f` in a write transaction that holds SQLite's write lock from its first statement
     /// (see the module's doc). It commits when `f` succeeds; an error, or a panic, rolls back.
     async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
@@ -318,7 +318,7 @@ impl SqliteStore {
     }
 }
 
-/// Settings every connection needs; `SQLite` keeps them per connection, so they are applied
+/// Settings every connection needs; SQLite keeps them per connection, so they are applied
 /// whenever the pool opens one.
 fn configure(conn: &mut Connection, busy_timeout: Duration) -> Result<(), HookError> {
     let apply = |conn: &mut Connection| -> rusqlite::Result<String> {
@@ -621,6 +621,25 @@ impl SecretStore for SqliteStore {
         .await
     }
 
+    async fn count_by_key_id(&self) -> Result<Vec<(KeyId, u64)>, StoreError> {
+        self.run(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT kek_id, count(*) FROM namespaces GROUP BY kek_id ORDER BY kek_id",
+            )?;
+            let counts = stmt
+                .query_map([], |row| {
+                    let count: i64 = row.get(1)?;
+                    Ok((
+                        KeyId::new(row.get::<_, String>(0)?),
+                        u64::try_from(count).unwrap_or_default(),
+                    ))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(counts)
+        })
+        .await
+    }
+
     #[tracing::instrument(level = "debug", skip_all, fields(active = %active))]
     async fn wrapped_not_under(
         &self,
@@ -857,7 +876,7 @@ fn kind(e: &rusqlite::Error) -> Kind {
     }
 }
 
-/// Translates a driver error, keeping it as the source. `SQLite`'s messages name tables and
+/// Translates a driver error, keeping it as the source. SQLite's messages name tables and
 /// columns, never bound values, so the source carries no secret or parameter.
 fn sql_error(e: rusqlite::Error) -> StoreError {
     match kind(&e) {

@@ -64,6 +64,7 @@ macro_rules! conformance_suite {
                     replacing_an_access_hash_with_a_taken_one_conflicts,
                     the_first_key_check_written_for_a_key_id_stays,
                     key_ids_in_use_are_the_distinct_ids_of_stored_data_keys,
+                    namespaces_are_counted_by_the_key_id_wrapping_their_data_key,
                     wrapped_keys_not_under_the_active_key_are_paged_in_id_order,
                     replacing_wrapped_keys_is_a_compare_and_swap,
                     ping_answers;

@@ -27,7 +27,9 @@ use crate::settings::{Backend, KeyMaterial, Mode, Settings};
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     /// A required setting is missing.
-    #[error("{0} is not set; it is required in production mode and with any store but the embedded one (set it, or its _FILE form)")]
+    #[error(
+        "{0} is not set; it is required in production mode and with any store but the embedded one (set it, or its _FILE form)"
+    )]
     Missing(&'static str),
     /// A KEK does not parse.
     #[error("{variable}: {source}")]
@@ -52,6 +54,12 @@ pub enum StartupError {
     /// The metrics could not be registered (a bug: two metrics share a name).
     #[error("metrics: {0}")]
     Metrics(#[source] prometheus::Error),
+    /// A use case failed while running a command.
+    #[error("{0}")]
+    Domain(#[from] secrets_domain::Error),
+    /// `rotate-kek` left data keys it could not re-wrap (each is logged with its namespace id).
+    #[error("{0} data keys could not be re-wrapped; see the log for their namespaces' ids")]
+    RotationIncomplete(u64),
     /// The listener could not be bound.
     #[error("cannot listen on {address}: {source}")]
     Bind {
@@ -100,10 +108,11 @@ pub fn resolve_keys(settings: &Settings, keys: KeyMaterial) -> Result<ResolvedKe
     if tokens.is_empty() {
         return Err(StartupError::Missing("SERVICE_AUTH_TOKENS"));
     }
-    let active = Kek::from_base64(kek.expose_secret()).map_err(|source| StartupError::InvalidKek {
-        variable: "KEY_ENCRYPTION_KEY",
-        source,
-    })?;
+    let active =
+        Kek::from_base64(kek.expose_secret()).map_err(|source| StartupError::InvalidKek {
+            variable: "KEY_ENCRYPTION_KEY",
+            source,
+        })?;
     let retired = retired
         .iter()
         .map(|key| Kek::from_base64(key.expose_secret()))
@@ -157,8 +166,10 @@ pub trait StoreUser {
     /// What it returns.
     type Output;
     /// Does it.
-    fn run<S: SecretStore + Migrate + PoolState>(self, store: S)
-    -> impl Future<Output = Self::Output>;
+    fn run<S: SecretStore + Migrate + PoolState>(
+        self,
+        store: S,
+    ) -> impl Future<Output = Self::Output>;
 }
 
 /// Stores that carry their own migrations.
@@ -187,7 +198,9 @@ pub struct Application {
 
 impl std::fmt::Debug for Application {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Application").field("port", &self.port).finish_non_exhaustive()
+        f.debug_struct("Application")
+            .field("port", &self.port)
+            .finish_non_exhaustive()
     }
 }
 
@@ -244,10 +257,13 @@ impl StoreUser for Launch {
                 address: settings.server.bind.to_string(),
                 source,
             })?;
-        let port = listener.local_addr().map_err(|source| StartupError::Bind {
-            address: settings.server.bind.to_string(),
-            source,
-        })?.port();
+        let port = listener
+            .local_addr()
+            .map_err(|source| StartupError::Bind {
+                address: settings.server.bind.to_string(),
+                source,
+            })?
+            .port();
         let state = web::Data::new(AppState {
             service,
             max_body_bytes: settings.limits.max_body_bytes,
@@ -314,7 +330,8 @@ fn routes<S: SecretStore + PoolState>(cfg: &mut web::ServiceConfig) {
                 )
                 .service(resource("/{accessKey}/keys").route(web::get().to(list_keys::<S>)))
                 .service(
-                    resource("/{accessKey}/access-key").route(web::post().to(rotate_access_key::<S>)),
+                    resource("/{accessKey}/access-key")
+                        .route(web::post().to(rotate_access_key::<S>)),
                 )
                 .service(
                     resource("/{accessKey}/secrets/{key}")

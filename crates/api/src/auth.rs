@@ -84,7 +84,13 @@ mod tests {
         ]);
         assert!(tokens.accepts(b"old-token"));
         assert!(tokens.accepts(b"new-token"));
-        for wrong in [&b""[..], b"old-toke", b"old-token ", b"NEW-TOKEN", b"old-tokennew-token"] {
+        for wrong in [
+            &b""[..],
+            b"old-toke",
+            b"old-token ",
+            b"NEW-TOKEN",
+            b"old-tokennew-token",
+        ] {
             assert!(!tokens.accepts(wrong), "{wrong:?}");
         }
     }

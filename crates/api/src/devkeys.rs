@@ -64,7 +64,9 @@ pub enum DevKeysError {
         source: std::io::Error,
     },
     /// The file exists but does not hold keys.
-    #[error("development keys file {0} is not valid; move it away to generate new keys (data written under the old ones will be unreadable)")]
+    #[error(
+        "development keys file {0} is not valid; move it away to generate new keys (data written under the old ones will be unreadable)"
+    )]
     Corrupt(PathBuf),
     /// The OS randomness source failed.
     #[error("cannot generate development keys: {0}")]
@@ -74,7 +76,11 @@ pub enum DevKeysError {
 /// Loads the keys kept beside `database`, generating them on first use.
 pub fn load_or_create(database: &Path) -> Result<DevKeys, DevKeysError> {
     let dir = database.parent().unwrap_or_else(|| Path::new("."));
-    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
     let path = dir.join(FILE_NAME);
     let io = |source| DevKeysError::Io {
         path: path.clone(),
@@ -101,14 +107,17 @@ pub fn load_or_create(database: &Path) -> Result<DevKeys, DevKeysError> {
                     .replace(['+', '/'], "x"),
             };
             let json = Zeroizing::new(
-                serde_json::to_vec_pretty(&stored).map_err(|_| DevKeysError::Corrupt(path.clone()))?,
+                serde_json::to_vec_pretty(&stored)
+                    .map_err(|_| DevKeysError::Corrupt(path.clone()))?,
             );
             let mut options = OpenOptions::new();
             options.write(true).create_new(true);
             #[cfg(unix)]
             std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
             let mut file = options.open(&path).map_err(io)?;
-            file.write_all(&json).and_then(|()| file.sync_all()).map_err(io)?;
+            file.write_all(&json)
+                .and_then(|()| file.sync_all())
+                .map_err(io)?;
             Ok(DevKeys {
                 kek: SecretString::from(stored.kek.clone()),
                 token: SecretString::from(stored.token.clone()),
@@ -123,7 +132,11 @@ pub fn load_or_create(database: &Path) -> Result<DevKeys, DevKeysError> {
 /// Prints the token and a warning to the terminal (standard error, not the log), so the
 /// developer can call the service.
 pub fn announce(keys: &DevKeys) {
-    let verb = if keys.generated { "generated" } else { "loaded" };
+    let verb = if keys.generated {
+        "generated"
+    } else {
+        "loaded"
+    };
     eprintln!(
         "\n  WARNING: development mode. The key-encryption key and the service token were {verb}\n  \
          from {} and are NOT for production: set KEY_ENCRYPTION_KEY and\n  \
@@ -152,7 +165,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt as _;
-            let mode = std::fs::metadata(&first.path).expect("stat").permissions().mode();
+            let mode = std::fs::metadata(&first.path)
+                .expect("stat")
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         std::fs::remove_dir_all(&dir).expect("clean up");
@@ -165,7 +181,10 @@ mod tests {
         std::fs::write(dir.join(FILE_NAME), "not json").expect("write");
         let error = load_or_create(&dir.join("secrets.db")).expect_err("corrupt");
         assert!(matches!(error, DevKeysError::Corrupt(_)));
-        assert_eq!(std::fs::read_to_string(dir.join(FILE_NAME)).expect("kept"), "not json");
+        assert_eq!(
+            std::fs::read_to_string(dir.join(FILE_NAME)).expect("kept"),
+            "not json"
+        );
         std::fs::remove_dir_all(&dir).expect("clean up");
     }
 }

@@ -79,7 +79,11 @@ impl ApiError {
     /// 404 `namespace_not_found`.
     #[must_use]
     pub fn namespace_not_found() -> Self {
-        Self::new(StatusCode::NOT_FOUND, "namespace_not_found", "no namespace has this access key")
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "namespace_not_found",
+            "no namespace has this access key",
+        )
     }
 
     /// 404 `not_found`: no such route.
@@ -129,7 +133,11 @@ impl ApiError {
     }
 
     fn internal() -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "an internal error occurred")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "an internal error occurred",
+        )
     }
 
     /// 500 `internal` for a failure outside the domain (a bug), logged once with its chain.
@@ -147,7 +155,13 @@ impl ApiError {
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code,
+            self.message
+        )
     }
 }
 
@@ -225,7 +239,11 @@ impl From<DomainError> for ApiError {
                 )
             }
             DomainError::Unavailable(source) => {
-                log_chain(tracing::Level::WARN, "the store is unavailable", source.as_ref());
+                log_chain(
+                    tracing::Level::WARN,
+                    "the store is unavailable",
+                    source.as_ref(),
+                );
                 Self::unavailable()
             }
             DomainError::Internal(source) => {

@@ -1,8 +1,8 @@
 //! The HTTP handlers: parse the request into domain values, call one use case, shape the
 //! answer. Nothing here decides anything about secrets; the use cases do.
 
-use actix_web::web::{Data, Path, Payload};
 use actix_web::http::header::ContentType;
+use actix_web::web::{Data, Path, Payload};
 use actix_web::{HttpRequest, HttpResponse};
 use secrets_domain::ports::{SecretStore, Upserted};
 use secrets_domain::{AccessKey, SecretsService};
@@ -44,7 +44,7 @@ async fn json_body(
     Ok(body)
 }
 
-/// `POST /namespaces`
+/// Creates a namespace and answers its access key.
 #[utoipa::path(
     post,
     path = "/namespaces",
@@ -77,7 +77,7 @@ pub async fn create_namespace<S: SecretStore>(
     }))
 }
 
-/// `POST /namespaces/bulk`
+/// Creates 1 to 500 namespaces in one transaction, to pre-provision a pool of them.
 #[utoipa::path(
     post,
     path = "/namespaces/bulk",
@@ -107,7 +107,9 @@ pub async fn create_namespaces<S: SecretStore>(
     }))
 }
 
-/// `GET /namespaces/{accessKey}`: every secret as one flat object. The worker's hot path.
+/// Reads every secret of a namespace, as one flat object of name to value.
+///
+/// The worker's hot path: one round trip to the store.
 #[utoipa::path(
     get,
     path = "/namespaces/{accessKey}",
@@ -131,7 +133,7 @@ pub async fn read_namespace<S: SecretStore>(
     Ok(HttpResponse::Ok().json(wire::NamespaceBody(&secrets)))
 }
 
-/// `POST /namespaces/{accessKey}`: add or update one secret.
+/// Adds a secret, or updates the one of that name.
 #[utoipa::path(
     post,
     path = "/namespaces/{accessKey}",
@@ -167,7 +169,7 @@ pub async fn put_secret<S: SecretStore>(
     }))
 }
 
-/// `PATCH /namespaces/{accessKey}`: a JSON merge patch, all or nothing.
+/// Applies a JSON merge patch to a namespace, all of it or none of it.
 #[utoipa::path(
     patch,
     path = "/namespaces/{accessKey}",
@@ -200,7 +202,7 @@ pub async fn patch_namespace<S: SecretStore>(
     Ok(HttpResponse::Ok().json(wire::NamespaceBody(&secrets)))
 }
 
-/// `DELETE /namespaces/{accessKey}`
+/// Deletes a namespace and its secrets, destroying its data key.
 #[utoipa::path(
     delete,
     path = "/namespaces/{accessKey}",
@@ -224,7 +226,7 @@ pub async fn delete_namespace<S: SecretStore>(
     Ok(HttpResponse::NoContent().finish())
 }
 
-/// `GET /namespaces/{accessKey}/keys`: names, digests and timestamps, never values.
+/// Lists the names, digests and timestamps of a namespace's secrets, never their values.
 #[utoipa::path(
     get,
     path = "/namespaces/{accessKey}/keys",
@@ -257,7 +259,7 @@ pub async fn list_keys<S: SecretStore>(
     Ok(HttpResponse::Ok().json(body))
 }
 
-/// `POST /namespaces/{accessKey}/access-key`: a new key; the old one stops working.
+/// Gives a namespace a new access key; the old one stops working at once.
 #[utoipa::path(
     post,
     path = "/namespaces/{accessKey}/access-key",
@@ -283,7 +285,7 @@ pub async fn rotate_access_key<S: SecretStore>(
     }))
 }
 
-/// `GET /namespaces/{accessKey}/secrets/{key}`
+/// Reads one secret, with its timestamps.
 #[utoipa::path(
     get,
     path = "/namespaces/{accessKey}/secrets/{key}",
@@ -315,7 +317,7 @@ pub async fn get_secret<S: SecretStore>(
     }))
 }
 
-/// `DELETE /namespaces/{accessKey}/secrets/{key}`
+/// Deletes one secret.
 #[utoipa::path(
     delete,
     path = "/namespaces/{accessKey}/secrets/{key}",
@@ -342,7 +344,7 @@ pub async fn delete_secret<S: SecretStore>(
     Ok(HttpResponse::NoContent().finish())
 }
 
-/// `GET /healthz`: the process serves.
+/// Answers while the process serves; touches nothing else.
 #[utoipa::path(
     get,
     path = "/healthz",
@@ -355,7 +357,9 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(wire::StatusBody { status: "ok" })
 }
 
-/// `GET /readyz`: the store answers (the KEK was checked before the server started).
+/// Answers 200 while the store answers and 503 while it cannot be reached.
+///
+/// The key-encryption key was checked against the store before the server started.
 #[utoipa::path(
     get,
     path = "/readyz",
@@ -370,7 +374,7 @@ pub async fn readyz<S: SecretStore>(state: State<S>) -> Result<HttpResponse, Api
     Ok(HttpResponse::Ok().json(wire::StatusBody { status: "ready" }))
 }
 
-/// `GET /metrics`: the Prometheus text exposition (see [`crate::metrics`]).
+/// Prometheus metrics: requests by route template and status, latency, the store's pool.
 #[utoipa::path(
     get,
     path = "/metrics",
@@ -393,7 +397,7 @@ pub async fn metrics<S: SecretStore + PoolState>(
         .body(text))
 }
 
-/// `GET /openapi.json`: this API's OpenAPI document (see [`crate::openapi`]).
+/// This OpenAPI document.
 #[utoipa::path(
     get,
     path = "/openapi.json",

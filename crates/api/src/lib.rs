@@ -12,6 +12,7 @@
 //! - [`auth`]: the service-token middleware (constant-time comparison).
 //! - [`error`]: [`ApiError`] and the exhaustive mapping of domain errors to SPEC 3.4.
 //! - [`devkeys`]: generated keys for zero-setup development on the embedded store.
+//! - [`rotate`]: the `rotate-kek` command's driver and progress report.
 //! - [`middleware`]: request id, one log line and metrics per request.
 //! - [`metrics`]: the Prometheus registry each application owns.
 //! - [`openapi`]: the OpenAPI document, generated from the handlers and bodies.
@@ -25,6 +26,7 @@ pub mod handlers;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;
+pub mod rotate;
 pub mod settings;
 pub mod telemetry;
 pub mod wire;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use secrets_api::app::{self, Migrate, StoreUser};
+use secrets_api::rotate;
 use secrets_api::settings::Mode;
 use secrets_api::{Application, KeyMaterial, Settings, StartupError};
 use secrets_domain::ports::SecretStore;
@@ -37,6 +38,17 @@ enum Command {
     Check,
     /// Print a fresh random 32-byte key, base64, for KEY_ENCRYPTION_KEY.
     GenKey,
+    /// Re-wrap every data key under the active KEY_ENCRYPTION_KEY, online and resumable.
+    ///
+    /// Run it after making a new key active and listing the old one in
+    /// KEY_ENCRYPTION_KEYS_RETIRED (on every replica). Each batch is its own transaction; an
+    /// interrupted run is finished by running it again. Replicas keep serving throughout.
+    /// When it reports nothing failed, the retired key can be removed from the configuration.
+    RotateKek {
+        /// Data keys re-wrapped per transaction.
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        batch_size: u32,
+    },
 }
 
 fn main() -> ExitCode {
@@ -75,6 +87,7 @@ fn run(cli: Cli) -> Result<(), String> {
             None | Some(Command::Serve) => serve(settings, keys).await,
             Some(Command::Migrate) => app::with_store(&settings, MigrateCommand).await,
             Some(Command::Check) => check(&settings, keys).await,
+            Some(Command::RotateKek { batch_size }) => rotate(&settings, keys, batch_size).await,
             Some(Command::GenKey) => Ok(()),
         }
         .map_err(|e| e.to_string())
@@ -106,7 +119,62 @@ impl StoreUser for MigrateCommand {
 
 async fn check(settings: &Settings, keys: KeyMaterial) -> Result<(), StartupError> {
     let resolved = app::resolve_keys(settings, keys)?;
-    app::with_store(settings, CheckCommand { resolved, limits: settings.domain_limits() }).await
+    app::with_store(
+        settings,
+        CheckCommand {
+            resolved,
+            limits: settings.domain_limits(),
+        },
+    )
+    .await
+}
+
+async fn rotate(
+    settings: &Settings,
+    keys: KeyMaterial,
+    batch_size: u32,
+) -> Result<(), StartupError> {
+    let resolved = app::resolve_keys(settings, keys)?;
+    app::with_store(
+        settings,
+        RotateCommand {
+            resolved,
+            limits: settings.domain_limits(),
+            batch_size,
+        },
+    )
+    .await
+}
+
+struct RotateCommand {
+    resolved: app::ResolvedKeys,
+    limits: secrets_domain::Limits,
+    batch_size: u32,
+}
+
+impl StoreUser for RotateCommand {
+    type Output = Result<(), StartupError>;
+
+    async fn run<S: SecretStore + Migrate>(self, store: S) -> Self::Output {
+        let service = secrets_domain::SecretsService::new(
+            store,
+            self.resolved.envelope,
+            secrets_adapters::crypto::OsRandom::default(),
+            self.limits,
+        );
+        // The same refusals as start-up: never re-wrap with a key that fails its check.
+        service.check_keys().await?;
+        let report =
+            rotate::rotate_kek(&service, self.batch_size, &mut rotate::Console::new()).await?;
+        println!(
+            "re-wrapped: {}, already current: {}, changed meanwhile: {}, failed: {}",
+            report.rewrapped, report.already_current, report.skipped, report.failed
+        );
+        if report.failed > 0 {
+            return Err(StartupError::RotationIncomplete(report.failed));
+        }
+        Ok(())
+    }
 }
 
 struct CheckCommand {

@@ -115,7 +115,10 @@ impl Metrics {
     pub fn new(backend: &str) -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new("secrets_http_requests_total", "HTTP requests answered, by route template and status."),
+            Opts::new(
+                "secrets_http_requests_total",
+                "HTTP requests answered, by route template and status.",
+            ),
             &["method", "route", "status"],
         )?;
         let latency = HistogramVec::new(
@@ -141,7 +144,10 @@ impl Metrics {
             "Callers waiting for a connection from the store's pool.",
         )?;
         let build_info = IntGaugeVec::new(
-            Opts::new("secrets_build_info", "Always 1; the labels tell the build and the store."),
+            Opts::new(
+                "secrets_build_info",
+                "Always 1; the labels tell the build and the store.",
+            ),
             &["version", "backend"],
         )?;
         build_info
@@ -162,7 +168,13 @@ impl Metrics {
     }
 
     /// Counts one answered request.
-    pub fn observe_request(&self, method: &'static str, route: &str, status: u16, elapsed: Duration) {
+    pub fn observe_request(
+        &self,
+        method: &'static str,
+        route: &str,
+        status: u16,
+        elapsed: Duration,
+    ) {
         let status = status.to_string();
         let labels = [method, route, status.as_str()];
         self.requests.with_label_values(&labels).inc();
@@ -174,7 +186,11 @@ impl Metrics {
     /// The text exposition of every metric, with the pool gauges set from `pool` first.
     pub fn render(&self, pool: PoolSnapshot) -> Result<String, prometheus::Error> {
         let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
-        for (state, value) in [("max", pool.max_size), ("open", pool.size), ("idle", pool.available)] {
+        for (state, value) in [
+            ("max", pool.max_size),
+            ("open", pool.size),
+            ("idle", pool.available),
+        ] {
             self.pool_connections
                 .with_label_values(&[state])
                 .set(gauge(value));
@@ -193,8 +209,18 @@ mod tests {
     #[test]
     fn a_request_is_counted_under_its_labels_and_the_pool_and_build_are_reported() {
         let metrics = Metrics::new("sqlite").expect("metrics register");
-        metrics.observe_request("GET", "/namespaces/{accessKey}", 200, Duration::from_millis(3));
-        metrics.observe_request("GET", "/namespaces/{accessKey}", 200, Duration::from_millis(7));
+        metrics.observe_request(
+            "GET",
+            "/namespaces/{accessKey}",
+            200,
+            Duration::from_millis(3),
+        );
+        metrics.observe_request(
+            "GET",
+            "/namespaces/{accessKey}",
+            200,
+            Duration::from_millis(7),
+        );
         let text = metrics
             .render(PoolSnapshot {
                 max_size: 16,
@@ -211,7 +237,10 @@ mod tests {
             r#"secrets_store_pool_connections{state="open"} 3"#,
             r#"secrets_store_pool_connections{state="idle"} 2"#,
             "secrets_store_pool_waiting 5",
-            &format!(r#"secrets_build_info{{backend="sqlite",version="{}"}} 1"#, env!("CARGO_PKG_VERSION")),
+            &format!(
+                r#"secrets_build_info{{backend="sqlite",version="{}"}} 1"#,
+                env!("CARGO_PKG_VERSION")
+            ),
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
         }
@@ -228,8 +257,16 @@ mod tests {
             available: 0,
             waiting: 0,
         };
-        assert!(one.render(pool).expect("one").contains("secrets_http_requests_total{"));
-        assert!(!two.render(pool).expect("two").contains("secrets_http_requests_total{"));
+        assert!(
+            one.render(pool)
+                .expect("one")
+                .contains("secrets_http_requests_total{")
+        );
+        assert!(
+            !two.render(pool)
+                .expect("two")
+                .contains("secrets_http_requests_total{")
+        );
     }
 
     #[test]

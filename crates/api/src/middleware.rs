@@ -19,8 +19,9 @@
 
 use std::time::Instant;
 
-use actix_web::body::{EitherBody, MessageBody};
+use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::error::InternalError;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{Error, web};
@@ -53,7 +54,7 @@ fn request_id(sent: Option<&HeaderValue>) -> String {
 pub async fn observe(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, Error> {
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let started = Instant::now();
     let id = request_id(req.headers().get(&REQUEST_ID));
     let method = method_label(req.method());
@@ -63,29 +64,44 @@ pub async fn observe(
         .match_pattern()
         .unwrap_or_else(|| UNMATCHED_ROUTE.to_owned());
     let metrics = req.app_data::<web::Data<Metrics>>().cloned();
-    // Kept to build a response when an inner middleware fails with an error instead of
-    // answering; cloning an `HttpRequest` clones a reference count.
-    let request = req.request().clone();
-    let span = tracing::info_span!("request", request_id = %id, method, route = %route);
-    let mut response = match next.call(req).instrument(span).await {
-        Ok(response) => response.map_into_left_body(),
-        Err(error) => ServiceResponse::from_err(error, request).map_into_right_body(),
+    let span = tracing::info_span!("request", request_id = %id, method = %method, route = %route);
+    // The request moves into the inner services, which need it to themselves (routing takes
+    // it mutably), so nothing of it is kept here beyond what was copied above.
+    let header = HeaderValue::from_str(&id).ok();
+    let (result, status) = match next.call(req).instrument(span).await {
+        Ok(mut response) => {
+            if let Some(header) = header {
+                response.headers_mut().insert(REQUEST_ID, header);
+            }
+            let status = response.status();
+            (Ok(response), status)
+        }
+        // An inner middleware failed instead of answering. Without the request there is no
+        // `ServiceResponse` to build, so the error's own response, with the request id added,
+        // travels on inside the error; the server writes it as it is.
+        Err(error) => {
+            let mut response = error.error_response();
+            if let Some(header) = header {
+                response.headers_mut().insert(REQUEST_ID, header);
+            }
+            let status = response.status();
+            let error = InternalError::from_response(error.to_string(), response);
+            (Err(error.into()), status)
+        }
     };
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert(REQUEST_ID, value);
-    }
-    let status = response.status().as_u16();
     let elapsed = started.elapsed();
-    let latency_ms = elapsed.as_secs_f64() * 1000.0;
-    if response.status().is_server_error() {
-        tracing::warn!(method, route = %route, status, latency_ms, request_id = %id, "request");
+    // Whole microseconds, so the field prints as e.g. `1.234` rather than a float's tail.
+    let latency_ms = elapsed.as_micros() as f64 / 1000.0;
+    let code = status.as_u16();
+    if status.is_server_error() {
+        tracing::warn!(method = %method, route = %route, status = code, latency_ms, request_id = %id, "request");
     } else {
-        tracing::info!(method, route = %route, status, latency_ms, request_id = %id, "request");
+        tracing::info!(method = %method, route = %route, status = code, latency_ms, request_id = %id, "request");
     }
     if let Some(metrics) = metrics {
-        metrics.observe_request(method, &route, status, elapsed);
+        metrics.observe_request(method, &route, code, elapsed);
     }
-    Ok(response)
+    result
 }
 
 #[cfg(test)]
@@ -96,7 +112,8 @@ mod tests {
     fn a_sane_request_id_is_kept_and_anything_else_replaced() {
         let kept = ["abc", "req-1.2_3", &"a".repeat(MAX_REQUEST_ID_LEN)];
         for id in kept {
-            assert_eq!(request_id(Some(&HeaderValue::from_static(id))), id);
+            let value = HeaderValue::from_str(id).expect("a header value");
+            assert_eq!(request_id(Some(&value)), id);
         }
         let long = "a".repeat(MAX_REQUEST_ID_LEN + 1);
         let replaced = ["", "has space", "semi;colon", "quote\"", "caf\u{e9}", &long];
@@ -107,7 +124,10 @@ mod tests {
             assert!(uuid::Uuid::parse_str(&got).is_ok(), "{got}");
         }
         let fresh = request_id(None);
-        assert_eq!(uuid::Uuid::parse_str(&fresh).map(|u| u.get_version_num()), Ok(4));
+        assert_eq!(
+            uuid::Uuid::parse_str(&fresh).map(|u| u.get_version_num()),
+            Ok(4)
+        );
         assert_ne!(fresh, request_id(None));
     }
 }

@@ -100,7 +100,9 @@ impl Modify for Operability {
             .build();
         let echoed = HeaderBuilder::new()
             .schema(ObjectBuilder::new().schema_type(Type::String))
-            .description(Some("The request's id: the one sent, or the one generated."))
+            .description(Some(
+                "The request's id: the one sent, or the one generated.",
+            ))
             .build();
         for item in openapi.paths.paths.values_mut() {
             let operations = [
@@ -167,7 +169,13 @@ mod tests {
             doc["components"]["securitySchemes"][SECURITY_SCHEME]["scheme"],
             "bearer"
         );
-        for schema in ["Error", "ErrorDetail", "AccessKey", "Namespace", "NamespacePatch"] {
+        for schema in [
+            "Error",
+            "ErrorDetail",
+            "AccessKey",
+            "Namespace",
+            "NamespacePatch",
+        ] {
             assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
         }
         let read = &doc["paths"]["/namespaces/{accessKey}"]["get"];

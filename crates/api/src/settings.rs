@@ -99,7 +99,8 @@ impl StorageSettings {
         if let Some(path) = url.strip_prefix("sqlite://") {
             if path.is_empty() {
                 return Err(SettingsError::Invalid(
-                    "storage.url: sqlite:// needs a file path, e.g. sqlite://data/secrets.db".into(),
+                    "storage.url: sqlite:// needs a file path, e.g. sqlite://data/secrets.db"
+                        .into(),
                 ));
             }
             Ok(Backend::Sqlite(PathBuf::from(path)))
@@ -179,8 +180,7 @@ impl Settings {
     /// Loads the layers. `env` is the process environment (a map, so tests need not touch
     /// the real one).
     pub fn load(file: Option<&Path>, env: &HashMap<String, String>) -> Result<Self, SettingsError> {
-        let mut builder =
-            Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml));
+        let mut builder = Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml));
         let file = file
             .map(Path::to_path_buf)
             .or_else(|| env.get("SECRETS_CONFIG").map(PathBuf::from));
@@ -206,9 +206,18 @@ impl Settings {
     pub fn validate(&self) -> Result<(), SettingsError> {
         self.storage.backend()?;
         let checks = [
-            (self.storage.pool_size == 0, "storage.pool_size must be at least 1"),
-            (self.storage.timeout_ms == 0, "storage.timeout_ms must be at least 1"),
-            (self.limits.max_body_bytes == 0, "limits.max_body_bytes must be at least 1"),
+            (
+                self.storage.pool_size == 0,
+                "storage.pool_size must be at least 1",
+            ),
+            (
+                self.storage.timeout_ms == 0,
+                "storage.timeout_ms must be at least 1",
+            ),
+            (
+                self.limits.max_body_bytes == 0,
+                "limits.max_body_bytes must be at least 1",
+            ),
             (
                 self.limits.max_secrets_per_namespace == 0,
                 "limits.max_secrets_per_namespace must be at least 1",
@@ -288,7 +297,10 @@ fn read_secret(
     Ok((!trimmed.is_empty()).then(|| SecretString::from(trimmed.to_owned())))
 }
 
-fn read_list(env: &HashMap<String, String>, name: &str) -> Result<Vec<SecretString>, SettingsError> {
+fn read_list(
+    env: &HashMap<String, String>,
+    name: &str,
+) -> Result<Vec<SecretString>, SettingsError> {
     Ok(read_secret(env, name)?
         .map(|joined| {
             joined
@@ -342,7 +354,10 @@ mod tests {
         assert_eq!(settings.server.bind.to_string(), "0.0.0.0:9000");
         assert_eq!(settings.limits.max_secrets_per_namespace, 7);
         assert_eq!(settings.mode, Mode::Production);
-        assert_eq!(settings.storage.backend().expect("backend"), Backend::Postgres);
+        assert_eq!(
+            settings.storage.backend().expect("backend"),
+            Backend::Postgres
+        );
     }
 
     #[test]
@@ -350,7 +365,11 @@ mod tests {
         let cases = [
             ("SECRETS__STORAGE__POOL_SIZE", "0", "storage.pool_size"),
             ("DATABASE_URL", "mysql://x", "DATABASE_URL"),
-            ("SECRETS__LIMITS__MAX_BODY_BYTES", "0", "limits.max_body_bytes"),
+            (
+                "SECRETS__LIMITS__MAX_BODY_BYTES",
+                "0",
+                "limits.max_body_bytes",
+            ),
         ];
         for (variable, value, named) in cases {
             let error = Settings::load(None, &env(&[(variable, value)])).expect_err(variable);
@@ -378,7 +397,10 @@ mod tests {
         let kek_file = dir.join("kek");
         std::fs::write(&kek_file, "a2VrLWZyb20tZmlsZQ==\n").expect("write");
         let keys = KeyMaterial::from_env(&env(&[
-            ("KEY_ENCRYPTION_KEY_FILE", kek_file.to_str().expect("utf-8 path")),
+            (
+                "KEY_ENCRYPTION_KEY_FILE",
+                kek_file.to_str().expect("utf-8 path"),
+            ),
             ("SERVICE_AUTH_TOKENS", "one, two,,three"),
         ]))
         .expect("loads");
@@ -387,7 +409,11 @@ mod tests {
             keys.kek.as_ref().map(|k| k.expose_secret().to_owned()),
             Some("a2VrLWZyb20tZmlsZQ==".to_owned())
         );
-        let tokens: Vec<_> = keys.tokens.iter().map(|t| t.expose_secret().to_owned()).collect();
+        let tokens: Vec<_> = keys
+            .tokens
+            .iter()
+            .map(|t| t.expose_secret().to_owned())
+            .collect();
         assert_eq!(tokens, ["one", "two", "three"]);
         assert!(keys.retired.is_empty());
         assert!(!format!("{keys:?}").contains("a2Vr"));

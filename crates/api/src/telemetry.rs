@@ -3,6 +3,11 @@
 //! What reaches a log line is decided where events are written: handlers and adapters log
 //! internal ids, key ids, routes and statuses, never an access key, a token, a secret name or
 //! a value (the types that hold those have redacted `Debug` output as a second line of defence).
+//! The one line per request (method, route template, status, latency, request id) is written
+//! by [`crate::middleware`]. `tests/redaction.rs` runs every endpoint with the binary at `trace`
+//! and searches everything it printed for the secrets it was sent.
+
+use std::io::IsTerminal as _;
 
 use tracing_subscriber::EnvFilter;
 
@@ -13,8 +18,11 @@ pub fn init(settings: &LogSettings) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&settings.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only for a person at a terminal: escape codes in a file or a log pipeline are
+    // noise that every reader must strip.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = match settings.format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

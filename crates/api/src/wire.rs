@@ -47,7 +47,11 @@ impl Accept {
 
 /// Reads the whole body, refusing it with 413 as soon as it is known to pass `limit`: from
 /// `Content-Length` before reading anything, else while streaming.
-pub async fn read_body(req: &HttpRequest, mut payload: Payload, limit: usize) -> Result<Bytes, ApiError> {
+pub async fn read_body(
+    req: &HttpRequest,
+    mut payload: Payload,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
     let declared = req
         .headers()
         .get(CONTENT_LENGTH)
@@ -58,7 +62,8 @@ pub async fn read_body(req: &HttpRequest, mut payload: Payload, limit: usize) ->
     }
     let mut body = BytesMut::new();
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|_| ApiError::invalid_request("the request body could not be read"))?;
+        let chunk =
+            chunk.map_err(|_| ApiError::invalid_request("the request body could not be read"))?;
         if body.len() + chunk.len() > limit {
             return Err(ApiError::body_too_large(limit));
         }
@@ -139,7 +144,9 @@ fn take_string(fields: &mut Vec<(String, Value)>, name: &str) -> Result<String, 
         .ok_or_else(|| ApiError::invalid_request(format!("{name}: this field is required")))?;
     match fields.swap_remove(position).1 {
         Value::String(text) => Ok(text),
-        _ => Err(ApiError::invalid_request(format!("{name}: must be a string"))),
+        _ => Err(ApiError::invalid_request(format!(
+            "{name}: must be a string"
+        ))),
     }
 }
 
@@ -220,7 +227,10 @@ pub fn parse_patch(body: &[u8]) -> Result<Vec<PatchChange>, ApiError> {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(as = PutSecretRequest, example = json!({"key": "SECRET_API_KEY", "value": "foobar"}))]
-#[expect(missing_debug_implementations, reason = "describes names and values: never printed")]
+#[expect(
+    missing_debug_implementations,
+    reason = "describes names and values: never printed"
+)]
 pub struct PutRequest {
     /// The secret's name: 1 to 256 bytes of UTF-8, without control characters.
     pub key: String,
@@ -248,7 +258,10 @@ pub struct BulkRequest {
 /// deletes it. Applied in one transaction, all or nothing.
 #[derive(ToSchema)]
 #[schema(as = NamespacePatch, example = json!({"A": "x", "B": null}))]
-#[expect(missing_debug_implementations, reason = "describes names and values: never printed")]
+#[expect(
+    missing_debug_implementations,
+    reason = "describes names and values: never printed"
+)]
 pub struct PatchRequest(pub std::collections::BTreeMap<String, Option<String>>);
 
 // ---------------------------------------------------------------------------------------------
@@ -260,7 +273,10 @@ pub struct PatchRequest(pub std::collections::BTreeMap<String, Option<String>>);
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 #[schema(as = AccessKey)]
-#[expect(missing_debug_implementations, reason = "holds names, values or keys: never printed")]
+#[expect(
+    missing_debug_implementations,
+    reason = "holds names, values or keys: never printed"
+)]
 pub struct AccessKeyBody {
     /// 32 random bytes, base64url without padding (43 characters).
     #[schema(min_length = 43, max_length = 43, pattern = "^[A-Za-z0-9_-]{43}$")]
@@ -271,7 +287,10 @@ pub struct AccessKeyBody {
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 #[schema(as = AccessKeys)]
-#[expect(missing_debug_implementations, reason = "holds names, values or keys: never printed")]
+#[expect(
+    missing_debug_implementations,
+    reason = "holds names, values or keys: never printed"
+)]
 pub struct AccessKeysBody {
     /// One access key per new namespace, each 43 characters of base64url.
     pub access_keys: Vec<String>,
@@ -280,7 +299,10 @@ pub struct AccessKeysBody {
 /// The outcome of adding or updating one secret.
 #[derive(Serialize, ToSchema)]
 #[schema(as = PutSecretResult, example = json!({"key": "SECRET_API_KEY", "created": true}))]
-#[expect(missing_debug_implementations, reason = "holds names, values or keys: never printed")]
+#[expect(
+    missing_debug_implementations,
+    reason = "holds names, values or keys: never printed"
+)]
 pub struct PutBody<'a> {
     /// The secret's name.
     pub key: &'a str,
@@ -292,7 +314,10 @@ pub struct PutBody<'a> {
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 #[schema(as = Secret)]
-#[expect(missing_debug_implementations, reason = "holds names, values or keys: never printed")]
+#[expect(
+    missing_debug_implementations,
+    reason = "holds names, values or keys: never printed"
+)]
 pub struct SecretBody<'a> {
     /// The secret's name.
     pub key: &'a str,
@@ -310,7 +335,10 @@ pub struct SecretBody<'a> {
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 #[schema(as = KeyInfo)]
-#[expect(missing_debug_implementations, reason = "holds names, values or keys: never printed")]
+#[expect(
+    missing_debug_implementations,
+    reason = "holds names, values or keys: never printed"
+)]
 pub struct KeyInfoBody<'a> {
     /// The secret's name.
     pub key: &'a str,
@@ -334,12 +362,19 @@ pub struct KeyInfoBody<'a> {
     value_type = std::collections::BTreeMap<String, String>,
     example = json!({"SECRET_API_KEY": "foobar"})
 )]
-#[expect(missing_debug_implementations, reason = "holds names, values or keys: never printed")]
+#[expect(
+    missing_debug_implementations,
+    reason = "holds names, values or keys: never printed"
+)]
 pub struct NamespaceBody<'a>(pub &'a [(SecretName, SecretValue)]);
 
 impl Serialize for NamespaceBody<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_map(self.0.iter().map(|(name, value)| (name.as_str(), value.expose())))
+        serializer.collect_map(
+            self.0
+                .iter()
+                .map(|(name, value)| (name.as_str(), value.expose())),
+        )
     }
 }
 
@@ -355,10 +390,12 @@ pub struct StatusBody {
 #[must_use]
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
-        let _ = write!(out, "{b:02x}");
-        out
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
+            let _ = write!(out, "{b:02x}");
+            out
+        })
 }
 
 #[cfg(test)]
@@ -376,16 +413,61 @@ mod tests {
     fn bad_put_bodies_are_refused_with_a_message_naming_the_field() {
         let cases: &[(&str, &[u8], &str, &str)] = &[
             ("not json", b"{", "invalid_json", "not valid JSON"),
-            ("invalid utf-8", b"{\"key\": \"\xff\", \"value\": \"v\"}", "invalid_json", "JSON"),
+            (
+                "invalid utf-8",
+                b"{\"key\": \"\xff\", \"value\": \"v\"}",
+                "invalid_json",
+                "JSON",
+            ),
             ("array", b"[]", "invalid_request", "JSON object"),
-            ("missing key", br#"{"value": "v"}"#, "invalid_request", "key: this field is required"),
-            ("missing value", br#"{"key": "K"}"#, "invalid_request", "value: this field is required"),
-            ("number value", br#"{"key": "K", "value": 5}"#, "invalid_request", "value: must be a string"),
-            ("null key", br#"{"key": null, "value": "v"}"#, "invalid_request", "key: must be a string"),
-            ("empty name", br#"{"key": "", "value": "v"}"#, "invalid_request", "key: a secret name must not be empty"),
-            ("control char", br#"{"key": "a\nb", "value": "v"}"#, "invalid_request", "control characters"),
-            ("unknown field", br#"{"key": "K", "value": "v", "x": 1}"#, "invalid_request", "unknown field"),
-            ("duplicate key", br#"{"key": "K", "value": "a", "value": "b"}"#, "invalid_request", "same key twice"),
+            (
+                "missing key",
+                br#"{"value": "v"}"#,
+                "invalid_request",
+                "key: this field is required",
+            ),
+            (
+                "missing value",
+                br#"{"key": "K"}"#,
+                "invalid_request",
+                "value: this field is required",
+            ),
+            (
+                "number value",
+                br#"{"key": "K", "value": 5}"#,
+                "invalid_request",
+                "value: must be a string",
+            ),
+            (
+                "null key",
+                br#"{"key": null, "value": "v"}"#,
+                "invalid_request",
+                "key: must be a string",
+            ),
+            (
+                "empty name",
+                br#"{"key": "", "value": "v"}"#,
+                "invalid_request",
+                "key: a secret name must not be empty",
+            ),
+            (
+                "control char",
+                br#"{"key": "a\nb", "value": "v"}"#,
+                "invalid_request",
+                "control characters",
+            ),
+            (
+                "unknown field",
+                br#"{"key": "K", "value": "v", "x": 1}"#,
+                "invalid_request",
+                "unknown field",
+            ),
+            (
+                "duplicate key",
+                br#"{"key": "K", "value": "a", "value": "b"}"#,
+                "invalid_request",
+                "same key twice",
+            ),
         ];
         for (why, body, code, message) in cases {
             let error = parse_put(body).expect_err(why);
@@ -409,11 +491,21 @@ mod tests {
         assert_eq!(changes.len(), 2);
         assert_eq!(changes[0].1.as_ref().map(SecretValue::expose), Some("x"));
         assert!(changes[1].1.is_none());
-        for bad in [&br#"{"A": 1}"#[..], br#"{"A": {"b": "c"}}"#, br#"{"A": true}"#, br#"{"A": ["x"]}"#] {
-            assert_eq!(parse_patch(bad).expect_err("non-string").code(), "invalid_request");
+        for bad in [
+            &br#"{"A": 1}"#[..],
+            br#"{"A": {"b": "c"}}"#,
+            br#"{"A": true}"#,
+            br#"{"A": ["x"]}"#,
+        ] {
+            assert_eq!(
+                parse_patch(bad).expect_err("non-string").code(),
+                "invalid_request"
+            );
         }
         assert_eq!(
-            parse_patch(br#"{"A": "1", "A": null}"#).expect_err("duplicate").code(),
+            parse_patch(br#"{"A": "1", "A": null}"#)
+                .expect_err("duplicate")
+                .code(),
             "invalid_request"
         );
     }
@@ -429,8 +521,16 @@ mod tests {
     #[test]
     fn bulk_counts_outside_the_range_are_refused() {
         assert_eq!(parse_bulk(br#"{"count": 3}"#).expect("parses").get(), 3);
-        for bad in [&br#"{"count": 0}"#[..], br#"{"count": 501}"#, br#"{"count": 1.5}"#, br"{}"] {
-            assert_eq!(parse_bulk(bad).expect_err("bad count").code(), "invalid_request");
+        for bad in [
+            &br#"{"count": 0}"#[..],
+            br#"{"count": 501}"#,
+            br#"{"count": 1.5}"#,
+            br"{}",
+        ] {
+            assert_eq!(
+                parse_bulk(bad).expect_err("bad count").code(),
+                "invalid_request"
+            );
         }
     }
 
@@ -438,14 +538,23 @@ mod tests {
     fn a_create_body_may_be_empty_or_an_empty_object() {
         assert!(parse_create(b"").is_ok());
         assert!(parse_create(b"{}").is_ok());
-        assert_eq!(parse_create(br#"{"a": 1}"#).expect_err("field").code(), "invalid_request");
+        assert_eq!(
+            parse_create(br#"{"a": 1}"#).expect_err("field").code(),
+            "invalid_request"
+        );
     }
 
     #[test]
     fn a_namespace_serialises_as_a_flat_object() {
         let secrets = vec![
-            (SecretName::parse("A").expect("name"), SecretValue::new("1".into())),
-            (SecretName::parse("B\"").expect("name"), SecretValue::new("2".into())),
+            (
+                SecretName::parse("A").expect("name"),
+                SecretValue::new("1".into()),
+            ),
+            (
+                SecretName::parse("B\"").expect("name"),
+                SecretValue::new("2".into()),
+            ),
         ];
         let json = serde_json::to_string(&NamespaceBody(&secrets)).expect("serialises");
         assert_eq!(json, r#"{"A":"1","B\"":"2"}"#);

@@ -21,7 +21,7 @@ pub mod testing;
 
 pub use error::{Error, KeyCheckError};
 pub use model::{
-    AccessKey, AccessKeyHash, BulkCount, InvalidAccessKey, InvalidBulkCount, InvalidName,
-    KeyId, KeyInfo, Limits, NamespaceId, Secret, SecretName, SecretValue,
+    AccessKey, AccessKeyHash, BulkCount, InvalidAccessKey, InvalidBulkCount, InvalidName, KeyId,
+    KeyInfo, Limits, NamespaceId, Secret, SecretName, SecretValue,
 };
-pub use service::{PatchChange, SecretsService};
+pub use service::{PatchChange, RewrapBatch, SecretsService};

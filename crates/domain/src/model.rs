@@ -377,7 +377,10 @@ mod tests {
         assert!(SecretName::parse("ключ 🔑").is_ok());
         assert!(SecretName::parse("a".repeat(256)).is_ok());
         assert_eq!(SecretName::parse(""), Err(InvalidName::Empty));
-        assert_eq!(SecretName::parse("a".repeat(257)), Err(InvalidName::TooLong));
+        assert_eq!(
+            SecretName::parse("a".repeat(257)),
+            Err(InvalidName::TooLong)
+        );
         // 86 three-byte characters are 258 bytes: the limit counts bytes, not characters.
         assert_eq!(SecretName::parse("€".repeat(86)), Err(InvalidName::TooLong));
         for bad in ["a\nb", "\u{0}", "tab\t", "del\u{7f}", "\u{1f}"] {

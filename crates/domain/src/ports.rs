@@ -95,8 +95,11 @@ pub trait Envelope: Send + Sync + 'static {
     /// - MUST return [`CryptoError::UnknownKey`] when no configured KEK has that id.
     /// - MUST return [`CryptoError::Integrity`] when the ciphertext fails authentication,
     ///   including when it belongs to another namespace or was relabelled.
-    fn open_data_key(&self, ns: NamespaceId, wrapped: &WrappedKey)
-    -> Result<Self::Keys, CryptoError>;
+    fn open_data_key(
+        &self,
+        ns: NamespaceId,
+        wrapped: &WrappedKey,
+    ) -> Result<Self::Keys, CryptoError>;
 
     /// Re-wraps namespace `ns`'s data key under the active KEK. The data key itself does not
     /// change, so the namespace's secrets need no re-encryption.
@@ -157,8 +160,7 @@ pub trait NamespaceKeys: Send + Sync {
     /// # Errors
     /// MUST return [`CryptoError::Integrity`] when the ciphertext fails authentication or is
     /// not UTF-8.
-    fn open_value(&self, index: &NameIndex, ciphertext: &[u8])
-    -> Result<SecretValue, CryptoError>;
+    fn open_value(&self, index: &NameIndex, ciphertext: &[u8]) -> Result<SecretValue, CryptoError>;
 
     /// The value's digest for key listings: HMAC-SHA256 under a key derived from the data key.
     fn digest(&self, value: &SecretValue) -> [u8; 32];
@@ -348,6 +350,9 @@ pub trait SecretStore: Send + Sync + 'static {
 
     /// The distinct KEK ids that wrap at least one stored data key.
     async fn key_ids_in_use(&self) -> Result<Vec<KeyId>, StoreError>;
+
+    /// How many namespaces' data keys each KEK id wraps, for `rotate-kek`'s progress and report.
+    async fn count_by_key_id(&self) -> Result<Vec<(KeyId, u64)>, StoreError>;
 
     /// Up to `limit` namespaces whose data key is wrapped under a KEK other than `active`,
     /// in id order, starting after `after`.

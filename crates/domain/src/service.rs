@@ -10,12 +10,25 @@ use std::collections::HashSet;
 
 use crate::error::{Error, KeyCheckError};
 use crate::model::{
-    AccessKey, BulkCount, KeyInfo, Limits, NamespaceId, Secret, SecretName, SecretValue,
+    AccessKey, BulkCount, KeyId, KeyInfo, Limits, NamespaceId, Secret, SecretName, SecretValue,
 };
 use crate::ports::{
     CryptoError, Envelope, NamespaceKeys, NamespaceRecord, NewNamespace, Random, SealedSecret,
     SecretStore, StoreError, StoredSecret, Upserted,
 };
+
+/// The outcome of one [`SecretsService::rewrap_batch`].
+#[derive(Debug, Default)]
+pub struct RewrapBatch {
+    /// Data keys now wrapped under the active KEK.
+    pub rewrapped: u64,
+    /// Namespaces deleted or re-wrapped by someone else while the batch ran.
+    pub skipped: u64,
+    /// Namespaces whose data key could not be unwrapped, with why.
+    pub failed: Vec<(NamespaceId, Error)>,
+    /// Where the next batch starts; `None` when this batch found nothing left to do.
+    pub next: Option<NamespaceId>,
+}
 
 /// One change of a merge patch: set a name to a value, or delete it (`None`).
 pub type PatchChange = (SecretName, Option<SecretValue>);
@@ -293,6 +306,55 @@ where
         Ok(())
     }
 
+    /// How many namespaces each KEK id wraps (for `rotate-kek`'s progress and report).
+    pub async fn key_usage(&self) -> Result<Vec<(KeyId, u64)>, Error> {
+        self.store
+            .count_by_key_id()
+            .await
+            .map_err(|e| self.store_error(e))
+    }
+
+    /// One batch of KEK rotation: re-wraps up to `limit` data keys that are not under the
+    /// active KEK, starting after `after`, and stores them in one transaction.
+    ///
+    /// Safe while the service is serving: the data key itself does not change (so no secret is
+    /// re-encrypted and readers holding the old wrapping still open it under the retired KEK),
+    /// and the store replaces each wrapping only if it is still the one read (a namespace
+    /// deleted or re-wrapped meanwhile is skipped, never resurrected). Resumable: the batch
+    /// reads what is still not under the active KEK, so a run stopped anywhere is finished by
+    /// running again.
+    pub async fn rewrap_batch(
+        &self,
+        after: Option<NamespaceId>,
+        limit: u32,
+    ) -> Result<RewrapBatch, Error> {
+        let active = self.envelope.active_key_id();
+        let batch = self
+            .store
+            .wrapped_not_under(&active, after, limit)
+            .await
+            .map_err(|e| self.store_error(e))?;
+        let mut updates = Vec::with_capacity(batch.len());
+        let mut failed = Vec::new();
+        for namespace in &batch {
+            match self.envelope.rewrap(namespace.id, &namespace.data_key) {
+                Ok(wrapped) => updates.push((namespace.clone(), wrapped)),
+                Err(error) => failed.push((namespace.id, Error::from_crypto(error, namespace.id))),
+            }
+        }
+        let rewrapped = self
+            .store
+            .replace_wrapped_keys(&updates)
+            .await
+            .map_err(|e| self.store_error(e))?;
+        Ok(RewrapBatch {
+            rewrapped,
+            skipped: updates.len() as u64 - rewrapped,
+            failed,
+            next: batch.last().map(|namespace| namespace.id),
+        })
+    }
+
     /// Finds the namespace of `key` and unwraps its data key.
     async fn open(&self, key: &AccessKey) -> Result<(NamespaceRecord, C::Keys), Error> {
         let namespace = self
@@ -375,7 +437,7 @@ fn open_all<K: NamespaceKeys>(
 mod tests {
     use super::*;
     use crate::model::KeyId;
-    use crate::ports::{KeyCheck, MockSecretStore, WrappedKey};
+    use crate::ports::{KeyCheck, MockSecretStore};
     use crate::testing::{CountingRandom, FakeEnvelope, InMemoryStore};
 
     type Service = SecretsService<InMemoryStore, FakeEnvelope, CountingRandom>;
@@ -458,13 +520,22 @@ mod tests {
         let service = service();
         let stranger = AccessKey::generate(&CountingRandom::default()).expect("key");
         let n = name("A");
-        assert!(matches!(service.read_all(&stranger).await, Err(Error::NamespaceNotFound)));
+        assert!(matches!(
+            service.read_all(&stranger).await,
+            Err(Error::NamespaceNotFound)
+        ));
         assert!(matches!(
             service.put_secret(&stranger, &n, &value("x")).await,
             Err(Error::NamespaceNotFound)
         ));
-        assert!(matches!(service.get_secret(&stranger, &n).await, Err(Error::NamespaceNotFound)));
-        assert!(matches!(service.list_keys(&stranger).await, Err(Error::NamespaceNotFound)));
+        assert!(matches!(
+            service.get_secret(&stranger, &n).await,
+            Err(Error::NamespaceNotFound)
+        ));
+        assert!(matches!(
+            service.list_keys(&stranger).await,
+            Err(Error::NamespaceNotFound)
+        ));
         assert!(matches!(
             service.delete_namespace(&stranger).await,
             Err(Error::NamespaceNotFound)
@@ -482,11 +553,22 @@ mod tests {
             max_secrets_per_namespace: 10,
         });
         let key = service.create_namespace().await.expect("created");
-        assert!(service.put_secret(&key, &name("A"), &value("1234")).await.is_ok());
+        assert!(
+            service
+                .put_secret(&key, &name("A"), &value("1234"))
+                .await
+                .is_ok()
+        );
         let refused = service.put_secret(&key, &name("A"), &value("12345")).await;
         assert!(matches!(refused, Err(Error::ValueTooLarge { limit: 4 })));
         let refused = service
-            .patch(&key, &[(name("B"), Some(value("x"))), (name("A"), Some(value("too long")))])
+            .patch(
+                &key,
+                &[
+                    (name("B"), Some(value("x"))),
+                    (name("A"), Some(value("too long"))),
+                ],
+            )
             .await;
         assert!(matches!(refused, Err(Error::ValueTooLarge { limit: 4 })));
         assert_eq!(
@@ -503,14 +585,20 @@ mod tests {
         });
         let key = service.create_namespace().await.expect("created");
         for n in ["A", "B"] {
-            service.put_secret(&key, &name(n), &value("v")).await.expect("put");
+            service
+                .put_secret(&key, &name(n), &value("v"))
+                .await
+                .expect("put");
         }
         assert!(matches!(
             service.put_secret(&key, &name("C"), &value("v")).await,
             Err(Error::NamespaceFull { limit: 2 })
         ));
         assert_eq!(
-            service.put_secret(&key, &name("A"), &value("w")).await.expect("update"),
+            service
+                .put_secret(&key, &name("A"), &value("w"))
+                .await
+                .expect("update"),
             Upserted::Updated
         );
         // A patch that deletes one name and adds another stays within the limit.
@@ -518,21 +606,39 @@ mod tests {
             .patch(&key, &[(name("A"), None), (name("C"), Some(value("c")))])
             .await
             .expect("patch");
-        assert_eq!(plain(&after), [("B".into(), "v".into()), ("C".into(), "c".into())]);
+        assert_eq!(
+            plain(&after),
+            [("B".into(), "v".into()), ("C".into(), "c".into())]
+        );
         // One that adds more than it deletes is refused whole.
         let refused = service
-            .patch(&key, &[(name("B"), Some(value("changed"))), (name("D"), Some(value("d")))])
+            .patch(
+                &key,
+                &[
+                    (name("B"), Some(value("changed"))),
+                    (name("D"), Some(value("d"))),
+                ],
+            )
             .await;
         assert!(matches!(refused, Err(Error::NamespaceFull { limit: 2 })));
-        assert_eq!(plain(&service.read_all(&key).await.expect("read")), plain(&after));
+        assert_eq!(
+            plain(&service.read_all(&key).await.expect("read")),
+            plain(&after)
+        );
     }
 
     #[tokio::test]
     async fn a_patch_sets_and_deletes_and_answers_the_whole_namespace() {
         let service = service();
         let key = service.create_namespace().await.expect("created");
-        service.put_secret(&key, &name("KEEP"), &value("k")).await.expect("put");
-        service.put_secret(&key, &name("DROP"), &value("d")).await.expect("put");
+        service
+            .put_secret(&key, &name("KEEP"), &value("k"))
+            .await
+            .expect("put");
+        service
+            .put_secret(&key, &name("DROP"), &value("d"))
+            .await
+            .expect("put");
         let after = service
             .patch(
                 &key,
@@ -554,8 +660,14 @@ mod tests {
     async fn deleting_a_secret_twice_is_not_found_the_second_time() {
         let service = service();
         let key = service.create_namespace().await.expect("created");
-        service.put_secret(&key, &name("A"), &value("a")).await.expect("put");
-        service.delete_secret(&key, &name("A")).await.expect("deleted");
+        service
+            .put_secret(&key, &name("A"), &value("a"))
+            .await
+            .expect("put");
+        service
+            .delete_secret(&key, &name("A"))
+            .await
+            .expect("deleted");
         assert!(matches!(
             service.delete_secret(&key, &name("A")).await,
             Err(Error::SecretNotFound)
@@ -567,9 +679,15 @@ mod tests {
     async fn key_listings_carry_digests_that_follow_the_value() {
         let service = service();
         let key = service.create_namespace().await.expect("created");
-        service.put_secret(&key, &name("A"), &value("one")).await.expect("put");
+        service
+            .put_secret(&key, &name("A"), &value("one"))
+            .await
+            .expect("put");
         let before = service.list_keys(&key).await.expect("list");
-        service.put_secret(&key, &name("A"), &value("two")).await.expect("put");
+        service
+            .put_secret(&key, &name("A"), &value("two"))
+            .await
+            .expect("put");
         let after = service.list_keys(&key).await.expect("list");
         assert_eq!(before.len(), 1);
         assert_eq!(after[0].name.as_str(), "A");
@@ -580,18 +698,30 @@ mod tests {
     async fn a_deleted_namespace_is_gone() {
         let service = service();
         let key = service.create_namespace().await.expect("created");
-        service.put_secret(&key, &name("A"), &value("a")).await.expect("put");
+        service
+            .put_secret(&key, &name("A"), &value("a"))
+            .await
+            .expect("put");
         service.delete_namespace(&key).await.expect("deleted");
-        assert!(matches!(service.read_all(&key).await, Err(Error::NamespaceNotFound)));
+        assert!(matches!(
+            service.read_all(&key).await,
+            Err(Error::NamespaceNotFound)
+        ));
     }
 
     #[tokio::test]
     async fn a_rotated_access_key_replaces_the_old_one_at_once() {
         let service = service();
         let old = service.create_namespace().await.expect("created");
-        service.put_secret(&old, &name("A"), &value("a")).await.expect("put");
+        service
+            .put_secret(&old, &name("A"), &value("a"))
+            .await
+            .expect("put");
         let new = service.rotate_access_key(&old).await.expect("rotated");
-        assert!(matches!(service.read_all(&old).await, Err(Error::NamespaceNotFound)));
+        assert!(matches!(
+            service.read_all(&old).await,
+            Err(Error::NamespaceNotFound)
+        ));
         assert_eq!(
             plain(&service.read_all(&new).await.expect("read")),
             [("A".into(), "a".into())]
@@ -609,7 +739,11 @@ mod tests {
         for key in &keys {
             assert!(service.read_all(key).await.expect("read").is_empty());
         }
-        let hashes: HashSet<_> = keys.iter().map(AccessKey::hash).map(|h| *h.as_bytes()).collect();
+        let hashes: HashSet<_> = keys
+            .iter()
+            .map(AccessKey::hash)
+            .map(|h| *h.as_bytes())
+            .collect();
         assert_eq!(hashes.len(), 25);
     }
 
@@ -629,7 +763,9 @@ mod tests {
             sealed: SealedSecret {
                 index,
                 name: other_keys.seal_name(&index, &n).expect("seal"),
-                value: other_keys.seal_value(&index, &value("theirs")).expect("seal"),
+                value: other_keys
+                    .seal_value(&index, &value("theirs"))
+                    .expect("seal"),
             },
             created_at: time::OffsetDateTime::UNIX_EPOCH,
             updated_at: time::OffsetDateTime::UNIX_EPOCH,
@@ -672,7 +808,10 @@ mod tests {
             service.put_secret(&key, &name("A"), &value("a")).await,
             Err(Error::Unavailable(_))
         ));
-        assert!(matches!(service.create_namespace().await, Err(Error::Unavailable(_))));
+        assert!(matches!(
+            service.create_namespace().await,
+            Err(Error::Unavailable(_))
+        ));
     }
 
     #[tokio::test]
@@ -704,11 +843,17 @@ mod tests {
     #[tokio::test]
     async fn the_key_check_is_written_once_and_verified() {
         let service = service();
-        service.check_keys().await.expect("first start writes the check");
+        service
+            .check_keys()
+            .await
+            .expect("first start writes the check");
         let checks = service.store().key_checks().await.expect("checks");
         assert_eq!(checks.len(), 1);
         assert_eq!(checks[0].key_id, KeyId::new("fake-kek"));
-        service.check_keys().await.expect("second start verifies it");
+        service
+            .check_keys()
+            .await
+            .expect("second start verifies it");
         assert_eq!(service.store().key_checks().await.expect("checks"), checks);
     }
 
@@ -730,15 +875,20 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn retired_keys_still_open_after_the_active_key_changes() {
+    async fn rotation_rewraps_every_data_key_in_batches_and_secrets_still_read() {
         let old = SecretsService::new(
             InMemoryStore::new(),
             FakeEnvelope::new("old-kek", &[]),
             CountingRandom::default(),
             Limits::default(),
         );
-        let key = old.create_namespace().await.expect("created");
-        old.put_secret(&key, &name("A"), &value("a")).await.expect("put");
+        let keys = old
+            .create_namespaces(BulkCount::parse(7).expect("count"))
+            .await
+            .expect("created");
+        old.put_secret(&keys[0], &name("A"), &value("a"))
+            .await
+            .expect("put");
         let SecretsService { store, .. } = old;
         let rotated = SecretsService::new(
             store,
@@ -746,16 +896,47 @@ mod tests {
             CountingRandom::default(),
             Limits::default(),
         );
-        rotated.check_keys().await.expect("old key is configured as retired");
-        assert_eq!(plain(&rotated.read_all(&key).await.expect("read")), [("A".into(), "a".into())]);
-        let wrapped: Vec<WrappedKey> = rotated
-            .store()
-            .wrapped_not_under(&KeyId::new("new-kek"), None, 10)
+        rotated
+            .check_keys()
             .await
-            .expect("batch")
-            .into_iter()
-            .map(|ns| ns.data_key)
-            .collect();
-        assert_eq!(wrapped.len(), 1);
+            .expect("old key is configured as retired");
+        assert_eq!(
+            rotated.key_usage().await.expect("usage"),
+            [(KeyId::new("old-kek"), 7)]
+        );
+        let mut after = None;
+        let mut rewrapped = 0;
+        let mut batches = 0;
+        loop {
+            let batch = rotated.rewrap_batch(after, 3).await.expect("batch");
+            assert!(batch.failed.is_empty());
+            rewrapped += batch.rewrapped;
+            batches += 1;
+            match batch.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!((rewrapped, batches), (7, 4));
+        assert_eq!(
+            rotated.key_usage().await.expect("usage"),
+            [(KeyId::new("new-kek"), 7)]
+        );
+        // The retired key is no longer needed.
+        let SecretsService { store, .. } = rotated;
+        let current = SecretsService::new(
+            store,
+            FakeEnvelope::new("new-kek", &[]),
+            CountingRandom::default(),
+            Limits::default(),
+        );
+        current
+            .check_keys()
+            .await
+            .expect("nothing is wrapped under old-kek any more");
+        assert_eq!(
+            plain(&current.read_all(&keys[0]).await.expect("read")),
+            [("A".into(), "a".into())]
+        );
     }
 }

@@ -15,8 +15,8 @@ use time::OffsetDateTime;
 use crate::model::{AccessKeyHash, KeyId, NamespaceId, SecretName, SecretValue};
 use crate::ports::{
     CryptoError, Envelope, KeyCheck, NameIndex, NamespaceKeys, NamespaceRecord, NewNamespace,
-    Random, RandomError, SealedSecret, SecretStore, StoreError, StoredSecret, Upserted,
-    WrappedKey, WrappedNamespace,
+    Random, RandomError, SealedSecret, SecretStore, StoreError, StoredSecret, Upserted, WrappedKey,
+    WrappedNamespace,
 };
 
 /// Deterministic "randomness": a counter spread over the buffer. Distinct calls give
@@ -97,7 +97,11 @@ impl Envelope for FakeEnvelope {
         Ok((FakeKeys { ns }, wrapped))
     }
 
-    fn open_data_key(&self, ns: NamespaceId, wrapped: &WrappedKey) -> Result<FakeKeys, CryptoError> {
+    fn open_data_key(
+        &self,
+        ns: NamespaceId,
+        wrapped: &WrappedKey,
+    ) -> Result<FakeKeys, CryptoError> {
         if !self.knows(&wrapped.key_id) {
             return Err(CryptoError::UnknownKey(wrapped.key_id.clone()));
         }
@@ -139,7 +143,13 @@ impl NamespaceKeys for FakeKeys {
     fn name_index(&self, name: &SecretName) -> NameIndex {
         // Not a MAC, only distinct per (namespace, name), which is all the fake needs.
         let mut index = [0u8; 32];
-        for (i, byte) in self.ns.as_bytes().iter().chain(name.as_str().as_bytes()).enumerate() {
+        for (i, byte) in self
+            .ns
+            .as_bytes()
+            .iter()
+            .chain(name.as_str().as_bytes())
+            .enumerate()
+        {
             index[i % 32] = index[i % 32].wrapping_mul(31).wrapping_add(*byte);
         }
         index[31] = name.as_str().len() as u8;
@@ -147,7 +157,11 @@ impl NamespaceKeys for FakeKeys {
     }
 
     fn seal_name(&self, index: &NameIndex, name: &SecretName) -> Result<Vec<u8>, CryptoError> {
-        Ok(bound(self.ns, &[b"n".as_slice(), &index.0].concat(), name.as_str().as_bytes()))
+        Ok(bound(
+            self.ns,
+            &[b"n".as_slice(), &index.0].concat(),
+            name.as_str().as_bytes(),
+        ))
     }
 
     fn open_name(&self, index: &NameIndex, ciphertext: &[u8]) -> Result<SecretName, CryptoError> {
@@ -157,7 +171,11 @@ impl NamespaceKeys for FakeKeys {
     }
 
     fn seal_value(&self, index: &NameIndex, value: &SecretValue) -> Result<Vec<u8>, CryptoError> {
-        Ok(bound(self.ns, &[b"v".as_slice(), &index.0].concat(), value.expose().as_bytes()))
+        Ok(bound(
+            self.ns,
+            &[b"v".as_slice(), &index.0].concat(),
+            value.expose().as_bytes(),
+        ))
     }
 
     fn open_value(&self, index: &NameIndex, ciphertext: &[u8]) -> Result<SecretValue, CryptoError> {
@@ -237,7 +255,8 @@ impl SecretStore for InMemoryStore {
     async fn create_namespaces(&self, namespaces: &[NewNamespace]) -> Result<(), StoreError> {
         self.with(|state| {
             let taken = namespaces.iter().any(|ns| {
-                state.namespaces.contains_key(&ns.id) || state.by_access.contains_key(&ns.access_hash)
+                state.namespaces.contains_key(&ns.id)
+                    || state.by_access.contains_key(&ns.access_hash)
             });
             let mut seen = std::collections::HashSet::new();
             if taken || !namespaces.iter().all(|ns| seen.insert(ns.access_hash)) {
@@ -425,6 +444,16 @@ impl SecretStore for InMemoryStore {
             ids.sort();
             ids.dedup();
             ids
+        }))
+    }
+
+    async fn count_by_key_id(&self) -> Result<Vec<(KeyId, u64)>, StoreError> {
+        Ok(self.with(|state| {
+            let mut counts = BTreeMap::<KeyId, u64>::new();
+            for ns in state.namespaces.values() {
+                *counts.entry(ns.data_key.key_id.clone()).or_default() += 1;
+            }
+            counts.into_iter().collect()
         }))
     }
 

@@ -1,1 +1,319 @@
-//! PostgreSQL-specific behaviour the shared conformance suite cannot see.
+//! What only the PostgreSQL store has: migrations, its pool, and how it behaves when the
+//! database is slow, gone, or back. The storage contract itself is checked by the shared
+//! conformance suite (`tests/conformance.rs`).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use secrets_domain::model::{KeyId, NamespaceId};
+use secrets_domain::ports::{
+    NameIndex, NewNamespace, SealedSecret, SecretStore, StoreError, Upserted, WrappedKey,
+};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
+use tokio_postgres::NoTls;
+
+use super::{PoolStatus, PostgresOptions, PostgresStore};
+use crate::testing::TestDatabase;
+
+fn options(pool_size: usize, timeout: Duration) -> PostgresOptions {
+    PostgresOptions { pool_size, timeout }
+}
+
+fn namespace() -> NewNamespace {
+    let id = uuid::Uuid::new_v4();
+    let mut access = [0u8; 32];
+    access[..16].copy_from_slice(id.as_bytes());
+    NewNamespace {
+        id: NamespaceId::from_uuid(id),
+        access_hash: secrets_domain::model::AccessKeyHash::from_bytes(access),
+        data_key: WrappedKey {
+            key_id: KeyId::new("kek-a"),
+            ciphertext: b"wrapped".to_vec(),
+        },
+    }
+}
+
+fn secret() -> SealedSecret {
+    SealedSecret {
+        index: NameIndex([7; 32]),
+        name: b"name".to_vec(),
+        value: b"value".to_vec(),
+    }
+}
+
+/// The address of the test server, for proxies in front of it.
+async fn server_address(database: &TestDatabase) -> SocketAddr {
+    let config: tokio_postgres::Config = database.url().parse().expect("a valid URL");
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+        _ => "127.0.0.1".to_owned(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .expect("resolve the test server")
+        .next()
+        .expect("an address")
+}
+
+/// The test database's connection string, but through `127.0.0.1:port`.
+fn via_port(database: &TestDatabase, port: u16) -> String {
+    let config: tokio_postgres::Config = database.url().parse().expect("a valid URL");
+    let quote = |value: &str| format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"));
+    let mut parts = vec![
+        "host=127.0.0.1".to_owned(),
+        format!("port={port}"),
+        format!("dbname={}", quote(database.name())),
+    ];
+    if let Some(user) = config.get_user() {
+        parts.push(format!("user={}", quote(user)));
+    }
+    if let Some(password) = config.get_password() {
+        parts.push(format!(
+            "password={}",
+            quote(&String::from_utf8_lossy(password))
+        ));
+    }
+    parts.join(" ")
+}
+
+/// A TCP proxy to `target` on `listener`. Aborting the task drops the listener and every
+/// proxied connection with it: the database "goes away" without touching the real server.
+fn proxy(listener: TcpListener, target: SocketAddr) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut connections = JoinSet::new();
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            connections.spawn(async move {
+                if let Ok(mut outbound) = TcpStream::connect(target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    })
+}
+
+fn assert_unavailable<T: std::fmt::Debug>(result: &Result<T, StoreError>) {
+    assert!(
+        matches!(result, Err(StoreError::Unavailable(_))),
+        "{result:?}"
+    );
+}
+
+#[tokio::test]
+async fn migrations_apply_once_even_when_replicas_run_them_at_once() {
+    let database = TestDatabase::create().await;
+    let stores: Vec<_> = (0..4)
+        .map(|_| {
+            PostgresStore::new(database.url(), options(1, Duration::from_secs(10))).expect("pool")
+        })
+        .collect();
+
+    let results = futures_util::future::join_all(stores.iter().map(PostgresStore::migrate)).await;
+    for result in results {
+        result.expect("every migrator succeeds");
+    }
+    stores[0].migrate().await.expect("and again later");
+
+    let (client, connection) = tokio_postgres::connect(database.url(), NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    let versions: Vec<i64> = client
+        .query(
+            "SELECT version FROM schema_migrations ORDER BY version",
+            &[],
+        )
+        .await
+        .expect("read the record")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(versions, [1]);
+    stores[0].ping().await.expect("the store works");
+}
+
+#[tokio::test]
+async fn building_the_store_does_not_connect() {
+    // Nothing listens on port 1: only using the store finds that out.
+    let store = PostgresStore::new(
+        "postgres://secrets@127.0.0.1:1/secrets",
+        options(4, Duration::from_secs(2)),
+    )
+    .expect("the pool is built without the database");
+    assert_eq!(
+        store.pool_status(),
+        PoolStatus {
+            max_size: 4,
+            size: 0,
+            available: 0,
+            waiting: 0
+        }
+    );
+    let start = Instant::now();
+    assert_unavailable(&store.ping().await);
+    assert!(start.elapsed() < Duration::from_secs(3));
+}
+
+#[tokio::test]
+async fn bad_settings_are_refused_when_the_store_is_built() {
+    let result = PostgresStore::new(
+        "postgres://h/db?port=notanumber",
+        options(4, Duration::from_secs(1)),
+    );
+    assert!(matches!(result, Err(StoreError::Internal(_))), "{result:?}");
+    let result = PostgresStore::new("postgres://h/db", options(0, Duration::from_secs(1)));
+    assert!(matches!(result, Err(StoreError::Internal(_))), "{result:?}");
+}
+
+#[tokio::test]
+async fn debug_output_shows_no_url_or_password() {
+    let store = PostgresStore::new(
+        "postgres://admin:hunter2@db.internal:5432/secrets",
+        options(4, Duration::from_secs(1)),
+    )
+    .expect("pool");
+    let printed = format!("{store:?}");
+    for leak in ["hunter2", "admin", "db.internal", "5432"] {
+        assert!(!printed.contains(leak), "{printed}");
+    }
+}
+
+#[tokio::test]
+async fn a_server_that_never_answers_is_unavailable_within_the_timeout() {
+    // Accepts connections and never says a word: a hung server, or a black-holed network.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let silent = tokio::spawn(async move {
+        let mut held = vec![];
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let timeout = Duration::from_millis(500);
+    let store = PostgresStore::new(
+        &format!("host=127.0.0.1 port={port} user=secrets dbname=secrets"),
+        options(2, timeout),
+    )
+    .expect("pool");
+
+    let start = Instant::now();
+    assert_unavailable(&store.read_namespace(&namespace().access_hash).await);
+    let elapsed = start.elapsed();
+    assert!(
+        elapsed >= timeout / 2 && elapsed < timeout * 3,
+        "{elapsed:?}"
+    );
+    silent.abort();
+}
+
+#[tokio::test]
+async fn an_operation_that_overruns_the_timeout_is_unavailable_and_writes_nothing() {
+    let database = TestDatabase::create().await;
+    let store =
+        PostgresStore::new(database.url(), options(1, Duration::from_millis(700))).expect("pool");
+    store.migrate().await.expect("migrate");
+    let ns = namespace();
+    store
+        .create_namespaces(std::slice::from_ref(&ns))
+        .await
+        .expect("create");
+
+    // Another session holds the namespace's lock, so the upsert waits past its timeout.
+    let (mut blocker, connection) = tokio_postgres::connect(database.url(), NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    let lock = blocker.transaction().await.expect("begin");
+    lock.execute(
+        "SELECT 1 FROM namespaces WHERE id = $1 FOR UPDATE",
+        &[&ns.id.as_uuid()],
+    )
+    .await
+    .expect("lock");
+
+    let start = Instant::now();
+    assert_unavailable(&store.upsert_secret(ns.id, &secret(), 10).await);
+    assert!(start.elapsed() < Duration::from_secs(2));
+    // The abandoned connection, stuck in its transaction, left the pool instead of being
+    // handed to the next caller.
+    assert_eq!(store.pool_status().size, 0);
+
+    lock.rollback().await.expect("release the lock");
+    assert_eq!(
+        store.get_secret(ns.id, &secret().index).await.expect("get"),
+        None
+    );
+    assert_eq!(
+        store
+            .upsert_secret(ns.id, &secret(), 10)
+            .await
+            .expect("upsert"),
+        Upserted::Created
+    );
+}
+
+#[tokio::test]
+async fn the_pool_recovers_by_itself_when_the_database_comes_back() {
+    let database = TestDatabase::create().await;
+    let target = server_address(&database).await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let running = proxy(listener, target);
+
+    let timeout = Duration::from_secs(1);
+    let store = PostgresStore::new(&via_port(&database, port), options(2, timeout)).expect("pool");
+    store.migrate().await.expect("migrate");
+    let ns = namespace();
+    store
+        .create_namespaces(std::slice::from_ref(&ns))
+        .await
+        .expect("create");
+
+    // Down: the listener and every open connection go.
+    running.abort();
+    assert!(running.await.is_err_and(|e| e.is_cancelled()));
+    for _ in 0..2 {
+        let start = Instant::now();
+        assert_unavailable(&store.read_namespace(&ns.access_hash).await);
+        assert!(start.elapsed() < timeout * 2);
+    }
+
+    // Back, on the same address: the same store works again, no restart.
+    let listener = TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("bind again");
+    let running = proxy(listener, target);
+    assert_eq!(
+        store
+            .upsert_secret(ns.id, &secret(), 10)
+            .await
+            .expect("upsert"),
+        Upserted::Created
+    );
+    let (_, secrets) = store
+        .read_namespace(&ns.access_hash)
+        .await
+        .expect("read")
+        .expect("the namespace");
+    assert_eq!(secrets.len(), 1);
+    running.abort();
+}
+
+#[tokio::test]
+async fn the_pool_reports_its_connections() {
+    let database = TestDatabase::create().await;
+    let store =
+        PostgresStore::new(database.url(), options(3, Duration::from_secs(5))).expect("pool");
+    store.ping().await.expect("ping");
+    assert_eq!(
+        store.pool_status(),
+        PoolStatus {
+            max_size: 3,
+            size: 1,
+            available: 1,
+            waiting: 0
+        }
+    );
+}

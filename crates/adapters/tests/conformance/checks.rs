@@ -61,11 +61,18 @@ pub async fn a_created_namespace_is_found_by_its_access_hash<S: SecretStore>(sto
     assert_eq!(found, Some(record(&ns)));
 
     let read = store.read_namespace(&ns.access_hash).await.expect("read");
-    assert_eq!(read, Some((record(&ns), vec![])), "a new namespace has no secrets");
+    assert_eq!(
+        read,
+        Some((record(&ns), vec![])),
+        "a new namespace has no secrets"
+    );
 }
 
 pub async fn many_namespaces_are_created_at_once<S: SecretStore>(store: S) {
-    store.create_namespaces(&[]).await.expect("an empty batch is fine");
+    store
+        .create_namespaces(&[])
+        .await
+        .expect("an empty batch is fine");
 
     let batch: Vec<_> = (0..50).map(|_| namespace("kek-a")).collect();
     store.create_namespaces(&batch).await.expect("create");
@@ -91,7 +98,9 @@ pub async fn a_taken_id_or_access_hash_conflicts_and_creates_nothing<S: SecretSt
         id: taken.id,
         ..namespace("kek-a")
     };
-    let result = store.create_namespaces(&[fresh.clone(), same_id.clone()]).await;
+    let result = store
+        .create_namespaces(&[fresh.clone(), same_id.clone()])
+        .await;
     assert!(matches!(result, Err(StoreError::Conflict)), "{result:?}");
 
     let twice_in_one_batch = namespace("kek-a");
@@ -99,16 +108,31 @@ pub async fn a_taken_id_or_access_hash_conflicts_and_creates_nothing<S: SecretSt
         access_hash: twice_in_one_batch.access_hash,
         ..namespace("kek-a")
     };
-    let result = store.create_namespaces(&[fresh.clone(), twice_in_one_batch, twin]).await;
+    let result = store
+        .create_namespaces(&[fresh.clone(), twice_in_one_batch, twin])
+        .await;
     assert!(matches!(result, Err(StoreError::Conflict)), "{result:?}");
 
     // All or none: the valid namespace of each refused batch was not created either.
-    let found = store.find_namespace(&fresh.access_hash).await.expect("find");
+    let found = store
+        .find_namespace(&fresh.access_hash)
+        .await
+        .expect("find");
     assert_eq!(found, None);
-    let found = store.find_namespace(&same_id.access_hash).await.expect("find");
+    let found = store
+        .find_namespace(&same_id.access_hash)
+        .await
+        .expect("find");
     assert_eq!(found, None);
-    let found = store.find_namespace(&taken.access_hash).await.expect("find");
-    assert_eq!(found, Some(record(&taken)), "the namespace that was there is untouched");
+    let found = store
+        .find_namespace(&taken.access_hash)
+        .await
+        .expect("find");
+    assert_eq!(
+        found,
+        Some(record(&taken)),
+        "the namespace that was there is untouched"
+    );
 }
 
 pub async fn an_unknown_access_hash_finds_nothing<S: SecretStore>(store: S) {
@@ -146,11 +170,19 @@ pub async fn a_namespace_is_read_with_all_its_secrets_byte_for_byte<S: SecretSto
         .expect("read")
         .expect("the namespace exists");
     assert_eq!(found, record(&ns));
-    assert_eq!(sealed(secrets.clone()), written, "exactly this namespace's secrets");
+    assert_eq!(
+        sealed(secrets.clone()),
+        written,
+        "exactly this namespace's secrets"
+    );
     for s in &secrets {
         assert!(s.created_at <= s.updated_at);
         let one = store.get_secret(ns.id, &s.sealed.index).await.expect("get");
-        assert_eq!(one.as_ref(), Some(s), "get_secret agrees with read_namespace");
+        assert_eq!(
+            one.as_ref(),
+            Some(s),
+            "get_secret agrees with read_namespace"
+        );
     }
 }
 
@@ -172,9 +204,16 @@ pub async fn an_upsert_creates_then_updates_keeping_created_at<S: SecretStore>(s
     let ns = created(&store, "kek-a").await;
 
     let first = secret(1, b"first value");
-    let upserted = store.upsert_secret(ns.id, &first, 10).await.expect("create");
+    let upserted = store
+        .upsert_secret(ns.id, &first, 10)
+        .await
+        .expect("create");
     assert_eq!(upserted, Upserted::Created);
-    let before = store.get_secret(ns.id, &first.index).await.expect("get").expect("stored");
+    let before = store
+        .get_secret(ns.id, &first.index)
+        .await
+        .expect("get")
+        .expect("stored");
     assert_eq!(before.sealed, first);
     assert!(before.created_at <= before.updated_at);
 
@@ -184,13 +223,27 @@ pub async fn an_upsert_creates_then_updates_keeping_created_at<S: SecretStore>(s
         name: b"re-sealed name".to_vec(),
         value: b"second value".to_vec(),
     };
-    let upserted = store.upsert_secret(ns.id, &second, 10).await.expect("update");
+    let upserted = store
+        .upsert_secret(ns.id, &second, 10)
+        .await
+        .expect("update");
     assert_eq!(upserted, Upserted::Updated);
-    let after = store.get_secret(ns.id, &first.index).await.expect("get").expect("stored");
+    let after = store
+        .get_secret(ns.id, &first.index)
+        .await
+        .expect("get")
+        .expect("stored");
     assert_eq!(after.sealed, second, "the bytes are replaced");
     assert_eq!(after.created_at, before.created_at, "created_at is kept");
-    assert!(after.updated_at >= before.updated_at, "updated_at does not move back");
-    assert_eq!(secrets_of(&store, &ns).await, vec![second], "still one secret");
+    assert!(
+        after.updated_at >= before.updated_at,
+        "updated_at does not move back"
+    );
+    assert_eq!(
+        secrets_of(&store, &ns).await,
+        vec![second],
+        "still one secret"
+    );
 }
 
 pub async fn writes_into_a_missing_namespace_find_no_namespace<S: SecretStore>(store: S) {
@@ -198,15 +251,29 @@ pub async fn writes_into_a_missing_namespace_find_no_namespace<S: SecretStore>(s
     let missing = NamespaceId::from_uuid(Uuid::new_v4());
 
     let result = store.upsert_secret(missing, &secret(1, b"v"), 10).await;
-    assert!(matches!(result, Err(StoreError::NamespaceNotFound)), "{result:?}");
+    assert!(
+        matches!(result, Err(StoreError::NamespaceNotFound)),
+        "{result:?}"
+    );
 
-    let result = store.apply_patch(missing, &[secret(1, b"v")], &[index(2)], 10).await;
-    assert!(matches!(result, Err(StoreError::NamespaceNotFound)), "{result:?}");
+    let result = store
+        .apply_patch(missing, &[secret(1, b"v")], &[index(2)], 10)
+        .await;
+    assert!(
+        matches!(result, Err(StoreError::NamespaceNotFound)),
+        "{result:?}"
+    );
 
     let result = store.apply_patch(missing, &[], &[], 10).await;
-    assert!(matches!(result, Err(StoreError::NamespaceNotFound)), "{result:?}");
+    assert!(
+        matches!(result, Err(StoreError::NamespaceNotFound)),
+        "{result:?}"
+    );
 
-    let deleted = store.delete_secret(missing, &index(1)).await.expect("delete");
+    let deleted = store
+        .delete_secret(missing, &index(1))
+        .await
+        .expect("delete");
     assert!(!deleted);
 }
 
@@ -215,26 +282,42 @@ pub async fn a_full_namespace_refuses_new_names_but_updates_existing_ones<S: Sec
 ) {
     let ns = with_secrets(&store, 3).await;
 
-    let result = store.upsert_secret(ns.id, &secret(3, b"one too many"), 3).await;
-    assert!(matches!(result, Err(StoreError::NamespaceFull)), "{result:?}");
+    let result = store
+        .upsert_secret(ns.id, &secret(3, b"one too many"), 3)
+        .await;
+    assert!(
+        matches!(result, Err(StoreError::NamespaceFull)),
+        "{result:?}"
+    );
     let absent = store.get_secret(ns.id, &index(3)).await.expect("get");
     assert_eq!(absent, None, "a refused write writes nothing");
 
-    let upserted = store.upsert_secret(ns.id, &secret(1, b"new value"), 3).await;
+    let upserted = store
+        .upsert_secret(ns.id, &secret(1, b"new value"), 3)
+        .await;
     assert_eq!(upserted.expect("an update fits"), Upserted::Updated);
 
     // A limit lowered below what a namespace holds: updates still work, new names do not.
-    let upserted = store.upsert_secret(ns.id, &secret(2, b"newer value"), 1).await;
+    let upserted = store
+        .upsert_secret(ns.id, &secret(2, b"newer value"), 1)
+        .await;
     assert_eq!(upserted.expect("an update fits"), Upserted::Updated);
     let result = store.upsert_secret(ns.id, &secret(4, b"v"), 1).await;
-    assert!(matches!(result, Err(StoreError::NamespaceFull)), "{result:?}");
+    assert!(
+        matches!(result, Err(StoreError::NamespaceFull)),
+        "{result:?}"
+    );
 
     // Room made by a delete is room.
     assert!(store.delete_secret(ns.id, &index(0)).await.expect("delete"));
     let upserted = store.upsert_secret(ns.id, &secret(3, b"fits now"), 3).await;
     assert_eq!(upserted.expect("there is room"), Upserted::Created);
 
-    let expected = vec![secret(1, b"new value"), secret(2, b"newer value"), secret(3, b"fits now")];
+    let expected = vec![
+        secret(1, b"new value"),
+        secret(2, b"newer value"),
+        secret(3, b"fits now"),
+    ];
     assert_eq!(secrets_of(&store, &ns).await, expected);
 }
 
@@ -244,31 +327,60 @@ pub async fn a_full_namespace_refuses_new_names_but_updates_existing_ones<S: Sec
 
 pub async fn a_patch_deletes_upserts_and_returns_the_namespace_after_it<S: SecretStore>(store: S) {
     let ns = with_secrets(&store, 3).await;
-    let kept_before = store.get_secret(ns.id, &index(1)).await.expect("get").expect("stored");
+    let kept_before = store
+        .get_secret(ns.id, &index(1))
+        .await
+        .expect("get")
+        .expect("stored");
 
     let upserts = [secret(1, b"changed"), secret(5, b"added")];
     // Index 9 was never there: deleting it is not an error.
     let deletes = [index(0), index(9)];
-    let returned = store.apply_patch(ns.id, &upserts, &deletes, 10).await.expect("patch");
+    let returned = store
+        .apply_patch(ns.id, &upserts, &deletes, 10)
+        .await
+        .expect("patch");
 
-    let expected = vec![secret(1, b"changed"), secret(2, &[2, 0xee]), secret(5, b"added")];
-    assert_eq!(sealed(returned.clone()), expected, "the namespace after the patch");
+    let expected = vec![
+        secret(1, b"changed"),
+        secret(2, &[2, 0xee]),
+        secret(5, b"added"),
+    ];
+    assert_eq!(
+        sealed(returned.clone()),
+        expected,
+        "the namespace after the patch"
+    );
     let (_, stored) = store
         .read_namespace(&ns.access_hash)
         .await
         .expect("read")
         .expect("the namespace exists");
-    assert_eq!(by_index(returned.clone()), by_index(stored), "what is returned is what is stored");
+    assert_eq!(
+        by_index(returned.clone()),
+        by_index(stored),
+        "what is returned is what is stored"
+    );
 
     let changed = returned
         .iter()
         .find(|s| s.sealed.index == index(1))
         .expect("the changed secret");
-    assert_eq!(changed.created_at, kept_before.created_at, "an update keeps created_at");
+    assert_eq!(
+        changed.created_at, kept_before.created_at,
+        "an update keeps created_at"
+    );
     assert!(changed.updated_at >= kept_before.updated_at);
 
-    let unchanged = store.apply_patch(ns.id, &[], &[], 10).await.expect("an empty patch");
-    assert_eq!(by_index(unchanged), by_index(returned), "an empty patch changes nothing");
+    let unchanged = store
+        .apply_patch(ns.id, &[], &[], 10)
+        .await
+        .expect("an empty patch");
+    assert_eq!(
+        by_index(unchanged),
+        by_index(returned),
+        "an empty patch changes nothing"
+    );
 }
 
 pub async fn a_patch_that_would_overflow_writes_nothing<S: SecretStore>(store: S) {
@@ -278,35 +390,54 @@ pub async fn a_patch_that_would_overflow_writes_nothing<S: SecretStore>(store: S
     // Two new names on two present, with a limit of three, even with a delete of an absent one.
     let upserts = [secret(0, b"changed"), secret(2, b"new"), secret(3, b"new")];
     let result = store.apply_patch(ns.id, &upserts, &[index(9)], 3).await;
-    assert!(matches!(result, Err(StoreError::NamespaceFull)), "{result:?}");
-    assert_eq!(secrets_of(&store, &ns).await, before, "all of it or none of it");
+    assert!(
+        matches!(result, Err(StoreError::NamespaceFull)),
+        "{result:?}"
+    );
+    assert_eq!(
+        secrets_of(&store, &ns).await,
+        before,
+        "all of it or none of it"
+    );
 
     // The same patch with a delete of a present name ends at the limit, which is allowed.
-    let returned = store.apply_patch(ns.id, &upserts, &[index(1)], 3).await.expect("fits");
+    let returned = store
+        .apply_patch(ns.id, &upserts, &[index(1)], 3)
+        .await
+        .expect("fits");
     let expected = vec![secret(0, b"changed"), secret(2, b"new"), secret(3, b"new")];
     assert_eq!(sealed(returned), expected);
 }
 
-pub async fn a_patch_may_keep_or_shrink_a_namespace_over_a_lowered_limit<S: SecretStore>(
-    store: S,
-) {
+pub async fn a_patch_may_keep_or_shrink_a_namespace_over_a_lowered_limit<S: SecretStore>(store: S) {
     let ns = with_secrets(&store, 4).await;
 
     // Four secrets, limit two: swapping one name for another does not grow the namespace.
     let returned = store
-        .apply_patch(ns.id, &[secret(1, b"changed"), secret(7, b"new")], &[index(0)], 2)
+        .apply_patch(
+            ns.id,
+            &[secret(1, b"changed"), secret(7, b"new")],
+            &[index(0)],
+            2,
+        )
         .await
         .expect("not growing is allowed");
     assert_eq!(returned.len(), 4);
 
     let result = store.apply_patch(ns.id, &[secret(8, b"new")], &[], 2).await;
-    assert!(matches!(result, Err(StoreError::NamespaceFull)), "{result:?}");
+    assert!(
+        matches!(result, Err(StoreError::NamespaceFull)),
+        "{result:?}"
+    );
 
     let returned = store
         .apply_patch(ns.id, &[], &[index(1), index(2)], 2)
         .await
         .expect("shrinking is allowed");
-    assert_eq!(sealed(returned), vec![secret(3, &[3, 0xee]), secret(7, b"new")]);
+    assert_eq!(
+        sealed(returned),
+        vec![secret(3, &[3, 0xee]), secret(7, b"new")]
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -317,8 +448,18 @@ pub async fn deleting_a_secret_says_whether_there_was_one<S: SecretStore>(store:
     let ns = with_secrets(&store, 2).await;
 
     assert!(store.delete_secret(ns.id, &index(0)).await.expect("delete"));
-    assert!(!store.delete_secret(ns.id, &index(0)).await.expect("delete again"));
-    assert!(!store.delete_secret(ns.id, &index(9)).await.expect("delete absent"));
+    assert!(
+        !store
+            .delete_secret(ns.id, &index(0))
+            .await
+            .expect("delete again")
+    );
+    assert!(
+        !store
+            .delete_secret(ns.id, &index(9))
+            .await
+            .expect("delete absent")
+    );
     assert_eq!(store.get_secret(ns.id, &index(0)).await.expect("get"), None);
     assert_eq!(secrets_of(&store, &ns).await, vec![secret(1, &[1, 0xee])]);
 }
@@ -327,55 +468,116 @@ pub async fn deleting_a_namespace_deletes_its_secrets<S: SecretStore>(store: S) 
     let ns = with_secrets(&store, 3).await;
     let other = with_secrets(&store, 1).await;
 
-    assert!(store.delete_namespace(&ns.access_hash).await.expect("delete"));
+    assert!(
+        store
+            .delete_namespace(&ns.access_hash)
+            .await
+            .expect("delete")
+    );
 
-    assert_eq!(store.find_namespace(&ns.access_hash).await.expect("find"), None);
-    assert_eq!(store.read_namespace(&ns.access_hash).await.expect("read"), None);
+    assert_eq!(
+        store.find_namespace(&ns.access_hash).await.expect("find"),
+        None
+    );
+    assert_eq!(
+        store.read_namespace(&ns.access_hash).await.expect("read"),
+        None
+    );
     for n in 0..3 {
         let gone = store.get_secret(ns.id, &index(n)).await.expect("get");
         assert_eq!(gone, None, "secret {n} went with its namespace");
     }
     let result = store.upsert_secret(ns.id, &secret(0, b"v"), 10).await;
-    assert!(matches!(result, Err(StoreError::NamespaceNotFound)), "{result:?}");
-    assert!(!store.delete_namespace(&ns.access_hash).await.expect("delete again"));
+    assert!(
+        matches!(result, Err(StoreError::NamespaceNotFound)),
+        "{result:?}"
+    );
+    assert!(
+        !store
+            .delete_namespace(&ns.access_hash)
+            .await
+            .expect("delete again")
+    );
 
-    assert_eq!(secrets_of(&store, &other).await.len(), 1, "other namespaces are untouched");
+    assert_eq!(
+        secrets_of(&store, &other).await.len(),
+        1,
+        "other namespaces are untouched"
+    );
 }
 
-pub async fn replacing_an_access_hash_moves_the_namespace_to_the_new_one<S: SecretStore>(
-    store: S,
-) {
+pub async fn replacing_an_access_hash_moves_the_namespace_to_the_new_one<S: SecretStore>(store: S) {
     let ns = with_secrets(&store, 2).await;
     let before = secrets_of(&store, &ns).await;
     let new = access_hash();
 
-    assert!(store.replace_access_hash(&ns.access_hash, &new).await.expect("replace"));
+    assert!(
+        store
+            .replace_access_hash(&ns.access_hash, &new)
+            .await
+            .expect("replace")
+    );
 
-    assert_eq!(store.find_namespace(&ns.access_hash).await.expect("find old"), None);
-    assert_eq!(store.read_namespace(&ns.access_hash).await.expect("read old"), None);
+    assert_eq!(
+        store
+            .find_namespace(&ns.access_hash)
+            .await
+            .expect("find old"),
+        None
+    );
+    assert_eq!(
+        store
+            .read_namespace(&ns.access_hash)
+            .await
+            .expect("read old"),
+        None
+    );
     let found = store.find_namespace(&new).await.expect("find new");
-    assert_eq!(found, Some(record(&ns)), "the same namespace, same data key");
+    assert_eq!(
+        found,
+        Some(record(&ns)),
+        "the same namespace, same data key"
+    );
     let moved = NewNamespace {
         access_hash: new,
         ..ns.clone()
     };
     assert_eq!(secrets_of(&store, &moved).await, before, "with its secrets");
 
-    let again = store.replace_access_hash(&ns.access_hash, &access_hash()).await;
-    assert!(!again.expect("replace again"), "the old hash finds nothing to replace");
-    assert!(!store.delete_namespace(&ns.access_hash).await.expect("delete by old"));
+    let again = store
+        .replace_access_hash(&ns.access_hash, &access_hash())
+        .await;
+    assert!(
+        !again.expect("replace again"),
+        "the old hash finds nothing to replace"
+    );
+    assert!(
+        !store
+            .delete_namespace(&ns.access_hash)
+            .await
+            .expect("delete by old")
+    );
 }
 
 pub async fn replacing_an_access_hash_with_a_taken_one_conflicts<S: SecretStore>(store: S) {
     let ns = created(&store, "kek-a").await;
     let other = created(&store, "kek-a").await;
 
-    let result = store.replace_access_hash(&ns.access_hash, &other.access_hash).await;
+    let result = store
+        .replace_access_hash(&ns.access_hash, &other.access_hash)
+        .await;
     assert!(matches!(result, Err(StoreError::Conflict)), "{result:?}");
 
     let found = store.find_namespace(&ns.access_hash).await.expect("find");
-    assert_eq!(found, Some(record(&ns)), "a refused replacement changes nothing");
-    let found = store.find_namespace(&other.access_hash).await.expect("find");
+    assert_eq!(
+        found,
+        Some(record(&ns)),
+        "a refused replacement changes nothing"
+    );
+    let found = store
+        .find_namespace(&other.access_hash)
+        .await
+        .expect("find");
     assert_eq!(found, Some(record(&other)));
 }
 
@@ -393,13 +595,25 @@ fn check(key_id: &str, bytes: &[u8]) -> KeyCheck {
 pub async fn the_first_key_check_written_for_a_key_id_stays<S: SecretStore>(store: S) {
     assert_eq!(store.key_checks().await.expect("none yet"), vec![]);
 
-    store.add_key_check(&check("kek-b", b"first b")).await.expect("add");
-    store.add_key_check(&check("kek-a", b"first a")).await.expect("add");
-    store.add_key_check(&check("kek-b", b"second b")).await.expect("add again");
+    store
+        .add_key_check(&check("kek-b", b"first b"))
+        .await
+        .expect("add");
+    store
+        .add_key_check(&check("kek-a", b"first a"))
+        .await
+        .expect("add");
+    store
+        .add_key_check(&check("kek-b", b"second b"))
+        .await
+        .expect("add again");
 
     let mut checks = store.key_checks().await.expect("checks");
     checks.sort_by(|x, y| x.key_id.cmp(&y.key_id));
-    assert_eq!(checks, vec![check("kek-a", b"first a"), check("kek-b", b"first b")]);
+    assert_eq!(
+        checks,
+        vec![check("kek-a", b"first a"), check("kek-b", b"first b")]
+    );
 }
 
 pub async fn key_ids_in_use_are_the_distinct_ids_of_stored_data_keys<S: SecretStore>(store: S) {
@@ -408,7 +622,10 @@ pub async fn key_ids_in_use_are_the_distinct_ids_of_stored_data_keys<S: SecretSt
         ids.sort();
         ids
     };
-    assert_eq!(ids(store.key_ids_in_use().await.expect("empty")), Vec::<String>::new());
+    assert_eq!(
+        ids(store.key_ids_in_use().await.expect("empty")),
+        Vec::<String>::new()
+    );
 
     let batch: Vec<_> = ["kek-b", "kek-a", "kek-b", "kek-c", "kek-a"]
         .into_iter()
@@ -416,23 +633,68 @@ pub async fn key_ids_in_use_are_the_distinct_ids_of_stored_data_keys<S: SecretSt
         .collect();
     store.create_namespaces(&batch).await.expect("create");
     // A key check alone is not a data key.
-    store.add_key_check(&check("kek-z", b"check")).await.expect("add");
-    assert_eq!(ids(store.key_ids_in_use().await.expect("in use")), ["kek-a", "kek-b", "kek-c"]);
+    store
+        .add_key_check(&check("kek-z", b"check"))
+        .await
+        .expect("add");
+    assert_eq!(
+        ids(store.key_ids_in_use().await.expect("in use")),
+        ["kek-a", "kek-b", "kek-c"]
+    );
 
-    assert!(store.delete_namespace(&batch[3].access_hash).await.expect("delete"));
-    assert_eq!(ids(store.key_ids_in_use().await.expect("in use")), ["kek-a", "kek-b"]);
+    assert!(
+        store
+            .delete_namespace(&batch[3].access_hash)
+            .await
+            .expect("delete")
+    );
+    assert_eq!(
+        ids(store.key_ids_in_use().await.expect("in use")),
+        ["kek-a", "kek-b"]
+    );
 }
 
-pub async fn wrapped_keys_not_under_the_active_key_are_paged_in_id_order<S: SecretStore>(
+pub async fn namespaces_are_counted_by_the_key_id_wrapping_their_data_key<S: SecretStore>(
     store: S,
 ) {
-    let active = KeyId::new("kek-active");
-    let batch: Vec<_> = ["kek-old", "kek-active", "kek-older", "kek-old", "kek-active"]
-        .iter()
-        .cycle()
-        .take(15)
-        .map(|id| namespace(id))
+    assert_eq!(store.count_by_key_id().await.expect("empty"), vec![]);
+
+    let batch: Vec<_> = ["kek-b", "kek-a", "kek-b", "kek-c", "kek-b"]
+        .into_iter()
+        .map(namespace)
         .collect();
+    store.create_namespaces(&batch).await.expect("create");
+    store
+        .add_key_check(&check("kek-z", b"check"))
+        .await
+        .expect("add");
+    assert!(
+        store
+            .delete_namespace(&batch[3].access_hash)
+            .await
+            .expect("delete")
+    );
+
+    let mut counts = store.count_by_key_id().await.expect("counts");
+    counts.sort();
+    let expected = [("kek-a", 1), ("kek-b", 3)].map(|(id, n)| (KeyId::new(id), n));
+    assert_eq!(counts, expected);
+}
+
+pub async fn wrapped_keys_not_under_the_active_key_are_paged_in_id_order<S: SecretStore>(store: S) {
+    let active = KeyId::new("kek-active");
+    let batch: Vec<_> = [
+        "kek-old",
+        "kek-active",
+        "kek-older",
+        "kek-old",
+        "kek-active",
+    ]
+    .iter()
+    .cycle()
+    .take(15)
+    .map(|id| namespace(id))
+    .collect();
     store.create_namespaces(&batch).await.expect("create");
     let mut expected: Vec<_> = batch
         .iter()
@@ -448,7 +710,10 @@ pub async fn wrapped_keys_not_under_the_active_key_are_paged_in_id_order<S: Secr
     let mut pages = vec![];
     let mut after = None;
     loop {
-        let page = store.wrapped_not_under(&active, after, 4).await.expect("page");
+        let page = store
+            .wrapped_not_under(&active, after, 4)
+            .await
+            .expect("page");
         assert!(page.len() <= 4, "a page holds at most `limit`");
         let Some(last) = page.last() else { break };
         after = Some(last.id);
@@ -457,14 +722,25 @@ pub async fn wrapped_keys_not_under_the_active_key_are_paged_in_id_order<S: Secr
     assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [4, 4, 1]);
     assert_eq!(pages.concat(), expected, "every one, once, in id order");
 
-    let everything = store.wrapped_not_under(&KeyId::new("kek-new"), None, 100).await;
+    let everything = store
+        .wrapped_not_under(&KeyId::new("kek-new"), None, 100)
+        .await;
     assert_eq!(everything.expect("all").len(), 15);
-    let none = store.wrapped_not_under(&active, after, 100).await.expect("past the end");
+    let none = store
+        .wrapped_not_under(&active, after, 100)
+        .await
+        .expect("past the end");
     assert_eq!(none, vec![]);
 }
 
 pub async fn replacing_wrapped_keys_is_a_compare_and_swap<S: SecretStore>(store: S) {
-    assert_eq!(store.replace_wrapped_keys(&[]).await.expect("nothing to do"), 0);
+    assert_eq!(
+        store
+            .replace_wrapped_keys(&[])
+            .await
+            .expect("nothing to do"),
+        0
+    );
 
     let batch: Vec<_> = (0..4).map(|_| namespace("kek-old")).collect();
     store.create_namespaces(&batch).await.expect("create");
@@ -479,11 +755,25 @@ pub async fn replacing_wrapped_keys_is_a_compare_and_swap<S: SecretStore>(store:
     // another key id, and one is deleted.
     let concurrent = [
         (old[0].clone(), wrapped("kek-old", b"re-wrapped meanwhile")),
-        (old[1].clone(), wrapped("kek-other", b"re-wrapped meanwhile")),
+        (
+            old[1].clone(),
+            wrapped("kek-other", b"re-wrapped meanwhile"),
+        ),
     ];
-    assert_eq!(store.replace_wrapped_keys(&concurrent).await.expect("replace"), 2);
+    assert_eq!(
+        store
+            .replace_wrapped_keys(&concurrent)
+            .await
+            .expect("replace"),
+        2
+    );
     let deleted = &batch[position(old[2].id)];
-    assert!(store.delete_namespace(&deleted.access_hash).await.expect("delete"));
+    assert!(
+        store
+            .delete_namespace(&deleted.access_hash)
+            .await
+            .expect("delete")
+    );
 
     let updates: Vec<_> = old
         .iter()
@@ -500,8 +790,16 @@ pub async fn replacing_wrapped_keys_is_a_compare_and_swap<S: SecretStore>(store:
             .expect("find")
             .map(|found| found.data_key)
     };
-    assert_eq!(find(0).await, Some(concurrent[0].1.clone()), "a stale entry is skipped");
-    assert_eq!(find(1).await, Some(concurrent[1].1.clone()), "a stale entry is skipped");
+    assert_eq!(
+        find(0).await,
+        Some(concurrent[0].1.clone()),
+        "a stale entry is skipped"
+    );
+    assert_eq!(
+        find(1).await,
+        Some(concurrent[1].1.clone()),
+        "a stale entry is skipped"
+    );
     assert_eq!(find(2).await, None, "a deleted namespace stays deleted");
     assert_eq!(find(3).await, Some(updates[3].1.clone()));
 }
@@ -549,14 +847,23 @@ pub async fn concurrent_upserts_of_one_name_leave_one_secret<S: SecretStore>(sto
     })
     .await;
 
-    let outcomes: Vec<_> = results.into_iter().map(|r| r.expect("every upsert succeeds")).collect();
+    let outcomes: Vec<_> = results
+        .into_iter()
+        .map(|r| r.expect("every upsert succeeds"))
+        .collect();
     let created = outcomes.iter().filter(|u| **u == Upserted::Created).count();
-    assert_eq!(created, 1, "exactly one upsert created the name: {outcomes:?}");
+    assert_eq!(
+        created, 1,
+        "exactly one upsert created the name: {outcomes:?}"
+    );
 
     let secrets = secrets_of(&*store, &ns).await;
     assert_eq!(secrets.len(), 1, "exactly one row");
     let written: HashSet<_> = (0..32).map(|n| format!("value {n}").into_bytes()).collect();
-    assert!(written.contains(&secrets[0].value), "holding one of the written values");
+    assert!(
+        written.contains(&secrets[0].value),
+        "holding one of the written values"
+    );
 }
 
 pub async fn concurrent_inserts_never_pass_the_limit<S: SecretStore>(store: S) {
@@ -567,8 +874,14 @@ pub async fn concurrent_inserts_never_pass_the_limit<S: SecretStore>(store: S) {
     })
     .await;
 
-    let created = results.iter().filter(|r| matches!(r, Ok(Upserted::Created))).count();
-    let full = results.iter().filter(|r| matches!(r, Err(StoreError::NamespaceFull))).count();
+    let created = results
+        .iter()
+        .filter(|r| matches!(r, Ok(Upserted::Created)))
+        .count();
+    let full = results
+        .iter()
+        .filter(|r| matches!(r, Err(StoreError::NamespaceFull)))
+        .count();
     assert_eq!((created, full), (10, 30), "{results:?}");
     assert_eq!(secrets_of(&*store, &ns).await.len(), 10);
 }
@@ -580,17 +893,27 @@ pub async fn concurrent_patches_never_pass_the_limit<S: SecretStore>(store: S) {
     let id = ns.id;
     let (store, results) = race(store, 12, move |store: Arc<S>, n| async move {
         let n = n as u8;
-        let upserts = [secret(0, &[n]), secret(10 + 2 * n, b"a"), secret(11 + 2 * n, b"b")];
+        let upserts = [
+            secret(0, &[n]),
+            secret(10 + 2 * n, b"a"),
+            secret(11 + 2 * n, b"b"),
+        ];
         store.apply_patch(id, &upserts, &[], 10).await
     })
     .await;
 
     let applied = results.iter().filter(|r| r.is_ok()).count();
-    let full = results.iter().filter(|r| matches!(r, Err(StoreError::NamespaceFull))).count();
+    let full = results
+        .iter()
+        .filter(|r| matches!(r, Err(StoreError::NamespaceFull)))
+        .count();
     assert_eq!((applied, full), (4, 8), "{results:?}");
     assert_eq!(secrets_of(&*store, &ns).await.len(), 10);
     for returned in results.into_iter().flatten() {
-        assert!(returned.len() <= 10, "every patch saw a consistent namespace");
+        assert!(
+            returned.len() <= 10,
+            "every patch saw a consistent namespace"
+        );
     }
 }
 
@@ -601,11 +924,17 @@ pub async fn concurrent_creates_of_one_access_hash_create_it_once<S: SecretStore
             access_hash: hash,
             ..namespace("kek-a")
         };
-        store.create_namespaces(std::slice::from_ref(&ns)).await.map(|()| ns)
+        store
+            .create_namespaces(std::slice::from_ref(&ns))
+            .await
+            .map(|()| ns)
     })
     .await;
 
-    let conflicts = results.iter().filter(|r| matches!(r, Err(StoreError::Conflict))).count();
+    let conflicts = results
+        .iter()
+        .filter(|r| matches!(r, Err(StoreError::Conflict)))
+        .count();
     let winners: Vec<_> = results.into_iter().filter_map(Result::ok).collect();
     assert_eq!((winners.len(), conflicts), (1, 15));
     let found = store.find_namespace(&hash).await.expect("find");
@@ -615,7 +944,9 @@ pub async fn concurrent_creates_of_one_access_hash_create_it_once<S: SecretStore
 
 pub async fn concurrent_key_checks_for_one_key_id_keep_one<S: SecretStore>(store: S) {
     let (store, results) = race(store, 16, |store: Arc<S>, n| async move {
-        store.add_key_check(&check("kek-a", format!("check {n}").as_bytes())).await
+        store
+            .add_key_check(&check("kek-a", format!("check {n}").as_bytes()))
+            .await
     })
     .await;
 

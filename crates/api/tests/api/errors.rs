@@ -14,25 +14,133 @@ async fn bad_bodies_are_refused_with_the_documented_status_and_change_nothing() 
     let json = "application/json";
     let cases: &[(&str, &str, &str, &str, u16, &str)] = &[
         // (why, method, content type, body, status, code)
-        ("malformed JSON", "POST", json, "{\"key\": ", 400, "invalid_json"),
-        ("invalid UTF-8", "POST", json, "{\"key\": \"\u{fffd}", 400, "invalid_json"),
-        ("wrong type", "POST", json, r#"{"key": "A", "value": 5}"#, 400, "invalid_request"),
-        ("missing value", "POST", json, r#"{"key": "A"}"#, 400, "invalid_request"),
-        ("missing key", "POST", json, r#"{"value": "v"}"#, 400, "invalid_request"),
-        ("not an object", "POST", json, r#"["key", "value"]"#, 400, "invalid_request"),
-        ("empty name", "POST", json, r#"{"key": "", "value": "v"}"#, 400, "invalid_request"),
-        ("control character", "POST", json, r#"{"key": "A\u0007", "value": "v"}"#, 400, "invalid_request"),
-        ("duplicate keys", "POST", json, r#"{"key": "A", "value": "1", "value": "2"}"#, 400, "invalid_request"),
-        ("text body", "POST", "text/plain", r#"{"key": "A", "value": "v"}"#, 415, "unsupported_media_type"),
-        ("no content type", "POST", "", r#"{"key": "A", "value": "v"}"#, 415, "unsupported_media_type"),
-        ("patch number", "PATCH", json, r#"{"EXISTING": 1}"#, 400, "invalid_request"),
-        ("patch nested", "PATCH", json, r#"{"EXISTING": {"a": "b"}}"#, 400, "invalid_request"),
-        ("patch duplicate", "PATCH", json, r#"{"A": "1", "A": null}"#, 400, "invalid_request"),
-        ("patch form", "PATCH", "application/x-www-form-urlencoded", "A=1", 415, "unsupported_media_type"),
+        (
+            "malformed JSON",
+            "POST",
+            json,
+            "{\"key\": ",
+            400,
+            "invalid_json",
+        ),
+        (
+            "invalid UTF-8",
+            "POST",
+            json,
+            "{\"key\": \"\u{fffd}",
+            400,
+            "invalid_json",
+        ),
+        (
+            "wrong type",
+            "POST",
+            json,
+            r#"{"key": "A", "value": 5}"#,
+            400,
+            "invalid_request",
+        ),
+        (
+            "missing value",
+            "POST",
+            json,
+            r#"{"key": "A"}"#,
+            400,
+            "invalid_request",
+        ),
+        (
+            "missing key",
+            "POST",
+            json,
+            r#"{"value": "v"}"#,
+            400,
+            "invalid_request",
+        ),
+        (
+            "not an object",
+            "POST",
+            json,
+            r#"["key", "value"]"#,
+            400,
+            "invalid_request",
+        ),
+        (
+            "empty name",
+            "POST",
+            json,
+            r#"{"key": "", "value": "v"}"#,
+            400,
+            "invalid_request",
+        ),
+        (
+            "control character",
+            "POST",
+            json,
+            r#"{"key": "A\u0007", "value": "v"}"#,
+            400,
+            "invalid_request",
+        ),
+        (
+            "duplicate keys",
+            "POST",
+            json,
+            r#"{"key": "A", "value": "1", "value": "2"}"#,
+            400,
+            "invalid_request",
+        ),
+        (
+            "text body",
+            "POST",
+            "text/plain",
+            r#"{"key": "A", "value": "v"}"#,
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "no content type",
+            "POST",
+            "",
+            r#"{"key": "A", "value": "v"}"#,
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "patch number",
+            "PATCH",
+            json,
+            r#"{"EXISTING": 1}"#,
+            400,
+            "invalid_request",
+        ),
+        (
+            "patch nested",
+            "PATCH",
+            json,
+            r#"{"EXISTING": {"a": "b"}}"#,
+            400,
+            "invalid_request",
+        ),
+        (
+            "patch duplicate",
+            "PATCH",
+            json,
+            r#"{"A": "1", "A": null}"#,
+            400,
+            "invalid_request",
+        ),
+        (
+            "patch form",
+            "PATCH",
+            "application/x-www-form-urlencoded",
+            "A=1",
+            415,
+            "unsupported_media_type",
+        ),
     ];
     for (why, method, content_type, body, status, code) in cases {
         let mut request = app
-            .request(Method::from_bytes(method.as_bytes()).expect("method"), &format!("/namespaces/{key}"))
+            .request(
+                Method::from_bytes(method.as_bytes()).expect("method"),
+                &format!("/namespaces/{key}"),
+            )
             .body(body.replace('\u{fffd}', "\u{0}").into_bytes());
         if *why == "invalid UTF-8" {
             request = app
@@ -81,7 +189,12 @@ async fn error_messages_name_the_field() {
 #[tokio::test]
 async fn bulk_counts_outside_one_to_five_hundred_create_nothing() {
     let app = spawn_app().await;
-    for body in [json!({"count": 0}), json!({"count": 501}), json!({"count": "3"}), json!({})] {
+    for body in [
+        json!({"count": 0}),
+        json!({"count": 501}),
+        json!({"count": "3"}),
+        json!({}),
+    ] {
         let response = app
             .request(Method::POST, "/namespaces/bulk")
             .json(&body)
@@ -104,7 +217,11 @@ async fn bulk_counts_outside_one_to_five_hundred_create_nothing() {
 async fn unknown_and_malformed_access_keys_are_namespace_not_found() {
     let app = spawn_app().await;
     let unknown = "A".repeat(43);
-    for key in [unknown.as_str(), "short", "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"] {
+    for key in [
+        unknown.as_str(),
+        "short",
+        "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!",
+    ] {
         for (method, path) in [
             (Method::GET, format!("/namespaces/{key}")),
             (Method::DELETE, format!("/namespaces/{key}")),
@@ -129,7 +246,11 @@ async fn unknown_and_malformed_access_keys_are_namespace_not_found() {
 async fn unknown_routes_are_404_and_wrong_methods_405() {
     let app = spawn_app().await;
     let key = app.create_namespace().await;
-    let response = app.request(Method::GET, "/nothing-here").send().await.expect("sent");
+    let response = app
+        .request(Method::GET, "/nothing-here")
+        .send()
+        .await
+        .expect("sent");
     assert_error(response, 404, "not_found").await;
     let response = app
         .request(Method::GET, &format!("/namespaces/{key}/secrets/A/extra"))
@@ -144,7 +265,11 @@ async fn unknown_routes_are_404_and_wrong_methods_405() {
         (Method::GET, "/namespaces/bulk".to_owned()),
         (Method::POST, "/healthz".to_owned()),
     ] {
-        let response = app.request(method.clone(), &path).send().await.expect("sent");
+        let response = app
+            .request(method.clone(), &path)
+            .send()
+            .await
+            .expect("sent");
         assert_error(response, 405, "method_not_allowed").await;
     }
 }
@@ -222,7 +347,10 @@ async fn a_full_namespace_refuses_new_names_with_409_and_a_patch_is_all_or_nothi
         .await
         .expect("sent");
     assert_error(response, 409, "namespace_full").await;
-    assert!(!app.put(&key, "A", "updated").await, "updates still work when full");
+    assert!(
+        !app.put(&key, "A", "updated").await,
+        "updates still work when full"
+    );
     let response = app
         .request(Method::PATCH, &format!("/namespaces/{key}"))
         .json(&json!({"B": "changed", "D": "d", "E": "e"}))
@@ -230,5 +358,8 @@ async fn a_full_namespace_refuses_new_names_with_409_and_a_patch_is_all_or_nothi
         .await
         .expect("sent");
     assert_error(response, 409, "namespace_full").await;
-    assert_eq!(app.read(&key).await, json!({"A": "updated", "B": "v", "C": "v"}));
+    assert_eq!(
+        app.read(&key).await,
+        json!({"A": "updated", "B": "v", "C": "v"})
+    );
 }

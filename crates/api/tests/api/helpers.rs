@@ -74,8 +74,18 @@ pub fn settings_for(db: &TestDatabase, extra: &[(&'static str, String)]) -> Sett
 pub fn key_material(options: &Options) -> KeyMaterial {
     KeyMaterial {
         kek: Some(SecretString::from(options.kek.clone())),
-        retired: options.retired.iter().cloned().map(SecretString::from).collect(),
-        tokens: options.tokens.iter().cloned().map(SecretString::from).collect(),
+        retired: options
+            .retired
+            .iter()
+            .cloned()
+            .map(SecretString::from)
+            .collect(),
+        tokens: options
+            .tokens
+            .iter()
+            .cloned()
+            .map(SecretString::from)
+            .collect(),
     }
 }
 
@@ -117,7 +127,11 @@ impl TestApp {
 
     /// Creates a namespace and returns its access key.
     pub async fn create_namespace(&self) -> String {
-        let response = self.request(Method::POST, "/namespaces").send().await.expect("sent");
+        let response = self
+            .request(Method::POST, "/namespaces")
+            .send()
+            .await
+            .expect("sent");
         assert_eq!(response.status(), 201);
         let body: Value = response.json().await.expect("json");
         body["accessKey"].as_str().expect("accessKey").to_owned()
@@ -191,10 +205,16 @@ pub async fn assert_error(response: Response, status: u16, code: &str) -> String
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    assert!(content_type.starts_with("application/json"), "content type {content_type}");
+    assert!(
+        content_type.starts_with("application/json"),
+        "content type {content_type}"
+    );
     let body: Value = response.json().await.expect("error body is JSON");
     assert_eq!(body["error"]["code"], code, "{body}");
-    let message = body["error"]["message"].as_str().expect("message").to_owned();
+    let message = body["error"]["message"]
+        .as_str()
+        .expect("message")
+        .to_owned();
     assert!(!message.is_empty());
     message
 }

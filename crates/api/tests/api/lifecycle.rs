@@ -10,7 +10,10 @@ async fn creating_a_namespace_returns_a_43_character_access_key() {
     let app = spawn_app().await;
     let key = app.create_namespace().await;
     assert_eq!(key.len(), 43);
-    assert!(key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+    assert!(
+        key.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    );
     assert_eq!(app.read(&key).await, json!({}));
 }
 
@@ -60,7 +63,10 @@ async fn one_secret_reads_with_timestamps_and_unicode_names_work_in_paths() {
     let key = app.create_namespace().await;
     app.put(&key, "ключ/with slash", "v1").await;
     let response = app
-        .request(Method::GET, &format!("/namespaces/{key}/secrets/%D0%BA%D0%BB%D1%8E%D1%87%2Fwith%20slash"))
+        .request(
+            Method::GET,
+            &format!("/namespaces/{key}/secrets/%D0%BA%D0%BB%D1%8E%D1%87%2Fwith%20slash"),
+        )
         .send()
         .await
         .expect("sent");
@@ -70,7 +76,10 @@ async fn one_secret_reads_with_timestamps_and_unicode_names_work_in_paths() {
     assert_eq!(body["value"], "v1");
     let created = body["createdAt"].as_str().expect("createdAt");
     let updated = body["updatedAt"].as_str().expect("updatedAt");
-    assert!(time::OffsetDateTime::parse(created, &time::format_description::well_known::Rfc3339).is_ok());
+    assert!(
+        time::OffsetDateTime::parse(created, &time::format_description::well_known::Rfc3339)
+            .is_ok()
+    );
     assert!(updated >= created);
 }
 
@@ -94,8 +103,11 @@ async fn updating_a_value_keeps_created_at_and_moves_updated_at() {
     assert_eq!(after["value"], "2");
     assert_eq!(after["createdAt"], before["createdAt"]);
     let parse = |v: &Value| {
-        time::OffsetDateTime::parse(v.as_str().expect("string"), &time::format_description::well_known::Rfc3339)
-            .expect("rfc3339")
+        time::OffsetDateTime::parse(
+            v.as_str().expect("string"),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .expect("rfc3339")
     };
     assert!(parse(&after["updatedAt"]) >= parse(&before["updatedAt"]));
 }
@@ -106,7 +118,10 @@ async fn deleting_a_secret_answers_204_then_404() {
     let key = app.create_namespace().await;
     app.put(&key, "A", "1").await;
     app.put(&key, "B", "2").await;
-    let delete = || app.request(Method::DELETE, &format!("/namespaces/{key}/secrets/A")).send();
+    let delete = || {
+        app.request(Method::DELETE, &format!("/namespaces/{key}/secrets/A"))
+            .send()
+    };
     assert_eq!(delete().await.expect("sent").status(), 204);
     assert_error(delete().await.expect("sent"), 404, "secret_not_found").await;
     assert_eq!(app.read(&key).await, json!({"B": "2"}));
@@ -193,10 +208,17 @@ async fn a_deleted_namespace_is_gone_with_its_secrets() {
     let app = spawn_app().await;
     let key = app.create_namespace().await;
     app.put(&key, "A", "1").await;
-    let delete = || app.request(Method::DELETE, &format!("/namespaces/{key}")).send();
+    let delete = || {
+        app.request(Method::DELETE, &format!("/namespaces/{key}"))
+            .send()
+    };
     assert_eq!(delete().await.expect("sent").status(), 204);
     assert_error(delete().await.expect("sent"), 404, "namespace_not_found").await;
-    let response = app.request(Method::GET, &format!("/namespaces/{key}")).send().await.expect("sent");
+    let response = app
+        .request(Method::GET, &format!("/namespaces/{key}"))
+        .send()
+        .await
+        .expect("sent");
     assert_error(response, 404, "namespace_not_found").await;
     let client = app.db_client().await;
     for table in ["namespaces", "secrets"] {
@@ -227,7 +249,11 @@ async fn rotating_the_access_key_moves_the_namespace_to_the_new_key_at_once() {
     assert_eq!(new.len(), 43);
     assert_ne!(new, old);
     assert_eq!(app.read(&new).await, json!({"A": "1"}));
-    let response = app.request(Method::GET, &format!("/namespaces/{old}")).send().await.expect("sent");
+    let response = app
+        .request(Method::GET, &format!("/namespaces/{old}"))
+        .send()
+        .await
+        .expect("sent");
     assert_error(response, 404, "namespace_not_found").await;
 }
 

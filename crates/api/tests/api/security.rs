@@ -15,10 +15,18 @@ async fn namespace_routes_need_a_valid_service_token() {
         app.client.post(url("/namespaces")),
         app.client.get(url(&format!("/namespaces/{key}"))),
         app.client.get(url("/namespaces/anything/at/all")),
-        app.client.post(url("/namespaces")).bearer_auth("wrong-token"),
-        app.client.post(url("/namespaces")).bearer_auth(format!("{TOKEN}x")),
-        app.client.post(url("/namespaces")).header("authorization", TOKEN),
-        app.client.post(url("/namespaces")).basic_auth(TOKEN, Some("")),
+        app.client
+            .post(url("/namespaces"))
+            .bearer_auth("wrong-token"),
+        app.client
+            .post(url("/namespaces"))
+            .bearer_auth(format!("{TOKEN}x")),
+        app.client
+            .post(url("/namespaces"))
+            .header("authorization", TOKEN),
+        app.client
+            .post(url("/namespaces"))
+            .basic_auth(TOKEN, Some("")),
     ];
     for request in without {
         let response = request.send().await.expect("sent");
@@ -167,7 +175,10 @@ async fn a_tampered_ciphertext_fails_that_read_only_with_integrity_error() {
         .await
         .expect("tamper");
     assert_eq!(flipped, 1);
-    for path in [format!("/namespaces/{victim}"), format!("/namespaces/{victim}/secrets/A")] {
+    for path in [
+        format!("/namespaces/{victim}"),
+        format!("/namespaces/{victim}/secrets/A"),
+    ] {
         let response = app.request(Method::GET, &path).send().await.expect("sent");
         let message = assert_error(response, 500, "integrity_error").await;
         assert!(!message.contains("tamper-victim-value"));
@@ -194,7 +205,11 @@ async fn a_ciphertext_copied_from_another_namespace_never_yields_its_plaintext()
         .await
         .expect("copy");
     assert_eq!(copied, 1);
-    let response = app.request(Method::GET, &format!("/namespaces/{attacker}")).send().await.expect("sent");
+    let response = app
+        .request(Method::GET, &format!("/namespaces/{attacker}"))
+        .send()
+        .await
+        .expect("sent");
     assert_error(response, 500, "integrity_error").await;
     assert_eq!(app.read(&victim).await, json!({"SECRET": "victim-value"}));
 }
