@@ -12,7 +12,10 @@
 #   CREATE  create a namespace (OpenBao: a new KV path)
 #   HEALTH  the HTTP stack alone (GET /healthz, GET /v1/sys/health)
 # then a scaling run on PostgreSQL: READ with N = 1,000 and N = SCALE_N namespaces, each measured
-# twice in A-B-A-B order, and READ of one namespace holding 1 and SCALE_BIG secrets.
+# twice in A-B-A-B order, and READ of one namespace holding 1 and SCALE_BIG secrets. Every
+# namespace is created through the API (POST /namespaces/bulk) and filled through it (one PATCH
+# per namespace), since only the service can wrap keys and encrypt; the filling of the large
+# database stops after SCALE_FILL_BUDGET seconds, and its READ picks among the filled namespaces.
 #
 # Prints a table (requests/s, p50, p99, non-2xx, peak RSS of the server, server CPU per request,
 # database transactions per request) and the ratios docs/benchmarks.md targets; everything it
@@ -22,8 +25,11 @@
 #
 # Knobs (environment): DURATION (15) WARMUP (3) THREADS (2) CONNS (32) N (1000) SECRETS (10)
 #   VALUE_BYTES (32) POOL_SIZE (32) SYSTEMS ("svc-pg svc-sqlite bao-pg bao-raft pgbench")
-#   SCALE (1) SCALE_N (1000000) SCALE_BIG (1000) KEEP_SCALE_DB (0: drop the large database at
-#   the end; 1: keep it, and reuse it on the next run with the same SCALE_N)
+#   SQLITE_POOL_SIZE (POOL_SIZE) SQLITE_POOL_SWEEP ("4": pool sizes for extra SQLite READ runs)
+#   SCALE (1) SCALE_N (1000000) SCALE_BIG (1000) SCALE_FILL_BUDGET (480: seconds spent giving
+#   the large database's namespaces their secrets; the rest stay empty and are not read)
+#   KEEP_SCALE_DB (0: drop the large database at the end; 1: keep it, and reuse it on the next
+#   run with the same SCALE_N)
 #   PROFILE (0; 1: perf profile of the service's READ on PostgreSQL, into OUT/profile-*)
 #   PG_HOST (127.0.0.1) PG_PORT (5432) PG_ADMIN_USER (postgres) SVC_PORT (8090) BAO_PORT (8200)
 #   BAO_VERSION (2.7.2) BIN (target/release/secrets-service) OUT WORK
@@ -44,6 +50,9 @@ SYSTEMS="${SYSTEMS:-svc-pg svc-sqlite bao-pg bao-raft pgbench}"
 SCALE="${SCALE:-1}"
 SCALE_N="${SCALE_N:-1000000}"
 SCALE_BIG="${SCALE_BIG:-1000}"
+SCALE_FILL_BUDGET="${SCALE_FILL_BUDGET:-480}"
+SQLITE_POOL_SIZE="${SQLITE_POOL_SIZE:-$POOL_SIZE}"
+SQLITE_POOL_SWEEP="${SQLITE_POOL_SWEEP:-4}"
 KEEP_SCALE_DB="${KEEP_SCALE_DB:-0}"
 PROFILE="${PROFILE:-0}"
 PG_HOST="${PG_HOST:-127.0.0.1}"
@@ -155,18 +164,18 @@ wait_http() { # url, expected code, seconds
   return 1
 }
 
-# start_svc LABEL DATABASE_URL KEK
+# start_svc LABEL DATABASE_URL KEK [POOL_SIZE]
 start_svc() {
-  local label="$1" url="$2" kek="$3"
+  local label="$1" url="$2" kek="$3" pool="${4:-$POOL_SIZE}"
   port_busy "$SVC_PORT" && die "port $SVC_PORT is in use by a process this script did not start"
   KEY_ENCRYPTION_KEY="$kek" SERVICE_AUTH_TOKENS="$TOKEN" DATABASE_URL="$url" \
     SECRETS__MODE=production SECRETS__SERVER__BIND="$HOST:$SVC_PORT" \
-    SECRETS__STORAGE__POOL_SIZE="$POOL_SIZE" \
+    SECRETS__STORAGE__POOL_SIZE="$pool" \
     "$BIN" serve >"$WORK/server.log" 2>&1 &
   SERVER_PID=$!
   SERVER_LABEL="$label"
   wait_http "http://$HOST:$SVC_PORT/readyz" 200 60 || { tail -20 "$WORK/server.log" >&2; die "$label did not become ready"; }
-  log "$label: pid $SERVER_PID, RSS at start $(rss_mib "$SERVER_PID") MiB"
+  log "$label: pid $SERVER_PID, pool_size $pool, RSS at start $(rss_mib "$SERVER_PID") MiB"
 }
 
 rss_mib() { awk '/^VmRSS:/{printf "%.1f", $2/1024}' "/proc/$1/status" 2>/dev/null || echo n/a; }
@@ -282,10 +291,11 @@ print(f"{pick(0.50):.2f} {pick(0.99):.2f}")')"
     "${tps:-n/a}" "${pcts% *}" "${pcts#* }" "${failed:-0}" "$load1")"
 }
 
-seed_svc() { # LABEL NAMESPACES SECRETS KEYS_FILE
-  local label="$1" n="$2" s="$3" keys="$4" result
+seed_svc() { # LABEL NAMESPACES SECRETS KEYS_FILE [FILL_BUDGET_SECONDS]
+  local label="$1" n="$2" s="$3" keys="$4" budget="${5:-0}" result
   result="$(python3 "$HERE/seed.py" svc --url "http://$HOST:$SVC_PORT" --token "$TOKEN" \
-    --namespaces "$n" --secrets "$s" --value-bytes "$VALUE_BYTES" --out "$keys")" || die "seeding $label failed"
+    --namespaces "$n" --secrets "$s" --value-bytes "$VALUE_BYTES" --out "$keys" \
+    --fill-budget "$budget")" || die "seeding $label failed"
   printf '%s\t%s\n' "$label" "$result" >>"$SEEDS"
   log "seeded $label: $result"
 }
@@ -325,10 +335,18 @@ SQL
 run_svc_sqlite() {
   log "=== this service on SQLite ==="
   rm -rf "$SQLITE_DIR"; mkdir -p "$SQLITE_DIR"
-  start_svc svc-sqlite "sqlite://$SQLITE_DIR/secrets.db" "$KEK"
+  start_svc svc-sqlite "sqlite://$SQLITE_DIR/secrets.db" "$KEK" "$SQLITE_POOL_SIZE"
   seed_svc "svc-sqlite N=$N x $SECRETS" "$N" "$SECRETS" "$WORK/keys-svc-sqlite.txt"
   svc_suite svc-sqlite "$WORK/keys-svc-sqlite.txt"
   stop_server
+  # SQLite keeps a page cache per connection: the pool size is what the server's memory follows.
+  local pool
+  for pool in $SQLITE_POOL_SWEEP; do
+    start_svc "svc-sqlite-pool$pool" "sqlite://$SQLITE_DIR/secrets.db" "$KEK" "$pool"
+    KEYS_FILE="$WORK/keys-svc-sqlite.txt" measure "svc-sqlite pool_size=$pool" READ \
+      "http://$HOST:$SVC_PORT/namespaces" svc_read.lua
+    stop_server
+  done
   log "sqlite files: $(du -sh "$SQLITE_DIR" | cut -f1)"
   rm -rf "$SQLITE_DIR"
 }
@@ -469,7 +487,7 @@ run_scale() {
     SCALE_DB_CREATED=1
     SERVER_DB="$DB_SCALE_LARGE"
     start_svc scale-large "$(pg_url "$DB_SCALE_LARGE")" "$large_kek"
-    seed_svc "scale N=$SCALE_N x $SECRETS" "$SCALE_N" "$SECRETS" "$large_keys"
+    seed_svc "scale N=$SCALE_N x $SECRETS" "$SCALE_N" "$SECRETS" "$large_keys" "$SCALE_FILL_BUDGET"
     stop_server
     local t=$SECONDS
     psql_db "$DB_SCALE_LARGE" -c "VACUUM ANALYZE" >/dev/null
@@ -478,7 +496,9 @@ run_scale() {
       (umask 077; printf '%s x %s\n%s\n' "$SCALE_N" "$SECRETS" "$large_kek" >"$state")
     fi
   fi
-  local base="http://$HOST:$SVC_PORT/namespaces"
+  local base="http://$HOST:$SVC_PORT/namespaces" filled
+  filled="$(wc -l <"$large_keys")"
+  log "large database: $(psql_db "$DB_SCALE_LARGE" -Atc "SELECT (SELECT count(*) FROM namespaces) || ' namespaces, ' || (SELECT count(*) FROM secrets) || ' secrets, ' || pg_size_pretty(pg_database_size(current_database()))")"
   for round in a b; do
     SERVER_DB="$DB_SCALE_SMALL"
     start_svc scale-small "$(pg_url "$DB_SCALE_SMALL")" "$KEK"
@@ -490,7 +510,7 @@ run_scale() {
     stop_server
     SERVER_DB="$DB_SCALE_LARGE"
     start_svc scale-large "$(pg_url "$DB_SCALE_LARGE")" "$large_kek"
-    KEYS_FILE="$large_keys" measure "scale N=$SCALE_N ($round)" READ "$base" svc_read.lua
+    KEYS_FILE="$large_keys" measure "scale N=$SCALE_N, $filled filled ($round)" READ "$base" svc_read.lua
     stop_server
   done
   SERVER_DB=""

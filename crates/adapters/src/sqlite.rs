@@ -141,14 +141,12 @@ impl SqliteStore {
             ));
         }
         let path: Arc<Path> = Arc::from(path);
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            let parent = parent.to_path_buf();
-            // Creating directories blocks; keep it off the executor's threads like the rest.
-            tokio::task::spawn_blocking(move || std::fs::create_dir_all(parent))
-                .await
-                .map_err(|e| StoreError::Internal(Box::new(e)))?
-                .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
-        }
+        let file = path.to_path_buf();
+        // Creating files blocks; keep it off the executor's threads like the rest.
+        tokio::task::spawn_blocking(move || create_private(&file))
+            .await
+            .map_err(|e| StoreError::Internal(Box::new(e)))?
+            .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
         let busy_timeout = options.timeout;
         let pool = deadpool_sqlite::Config::new(PathBuf::from(&*path))
             .builder(Runtime::Tokio1)
@@ -315,6 +313,24 @@ impl SqliteStore {
         .await
         .map_err(|e| interact_error(&e))?
         .map_err(Failure::into_store_error)
+    }
+}
+
+/// Creates the database file (and its directory) readable by its owner only, when it does not
+/// exist yet. It holds only ciphertexts and hashes, but there is no reason for anyone else to
+/// read them; SQLite gives the `-wal` and `-shm` files the database file's permissions.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(error) => Err(error),
     }
 }
 

@@ -190,6 +190,28 @@ async fn the_file_and_its_directory_are_created_and_data_survives_reopening() {
     assert_eq!(store.key_checks().await.expect("checks").len(), 1);
 }
 
+#[cfg(unix)]
+#[tokio::test]
+async fn the_database_and_its_companion_files_are_readable_by_their_owner_only() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let db = TempDb::new();
+    let store = open(&db).await;
+    let ns = namespace("kek-a");
+    store
+        .create_namespaces(std::slice::from_ref(&ns))
+        .await
+        .expect("create");
+    for suffix in ["", "-wal"] {
+        let mut file = db.path().to_path_buf().into_os_string();
+        file.push(suffix);
+        let mode = std::fs::metadata(&file)
+            .expect("exists")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{}", file.to_string_lossy());
+    }
+}
+
 #[tokio::test]
 async fn migrating_twice_changes_nothing() {
     let db = TempDb::new();

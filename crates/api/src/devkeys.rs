@@ -133,13 +133,13 @@ pub fn load_or_create(database: &Path) -> Result<DevKeys, DevKeysError> {
 /// developer can call the service.
 pub fn announce(keys: &DevKeys) {
     let verb = if keys.generated {
-        "generated"
+        "generated and stored in"
     } else {
-        "loaded"
+        "loaded from"
     };
     eprintln!(
         "\n  WARNING: development mode. The key-encryption key and the service token were {verb}\n  \
-         from {} and are NOT for production: set KEY_ENCRYPTION_KEY and\n  \
+         {}. They are NOT for production: set KEY_ENCRYPTION_KEY and\n  \
          SERVICE_AUTH_TOKENS (and SECRETS__MODE=production) for real deployments.\n\n  \
          Service token: {}\n",
         keys.path.display(),

@@ -12,8 +12,11 @@ use secrets_api::{Application, KeyMaterial, Settings, StartupError};
 use secrets_domain::ports::SecretStore;
 
 /// An internal HTTP service that holds customers' secrets, encrypted per namespace.
+///
+/// Settings come from the built-in defaults, then a configuration file, then environment
+/// variables; docs/configuration.md lists every one.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version, after_long_help = ENVIRONMENT)]
 struct Cli {
     /// A configuration file (TOML) layered over the defaults; also SECRETS_CONFIG.
     #[arg(long, global = true)]
@@ -28,9 +31,25 @@ struct Cli {
     command: Option<Command>,
 }
 
+/// The environment variables that are not settings, for `--help`.
+const ENVIRONMENT: &str = "\
+Environment:
+  KEY_ENCRYPTION_KEY           the active key-encryption key, base64 (see gen-key)
+  KEY_ENCRYPTION_KEYS_RETIRED  older keys, comma-separated, for unwrapping only
+  SERVICE_AUTH_TOKENS          accepted service tokens, comma-separated
+      each of these three also as <NAME>_FILE: a file holding the value
+  DATABASE_URL                 overrides storage.url (sqlite://<path> or postgres://...)
+  SECRETS_CONFIG               a configuration file, when --config is not given
+  RUST_LOG                     overrides log.level (a tracing filter, e.g. debug)";
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve the HTTP API (the default).
+    #[command(long_about = "Serve the HTTP API (the default).\n\n\
+        Listens on server.bind until SIGTERM or SIGINT, then stops accepting connections, lets \
+        requests in flight finish (for at most server.shutdown_timeout_secs) and exits 0. \
+        GET /healthz, /readyz, /metrics (with a service token) and /openapi.json are there to \
+        operate it.")]
     Serve,
     /// Apply pending database migrations, then exit.
     Migrate,
