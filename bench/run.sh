@@ -30,7 +30,8 @@
 #   the large database's namespaces their secrets; the rest stay empty and are not read)
 #   KEEP_SCALE_DB (0: drop the large database at the end; 1: keep it, and reuse it on the next
 #   run with the same SCALE_N)
-#   PROFILE (0; 1: perf profile of the service's READ on PostgreSQL, into OUT/profile-*)
+#   PROFILE (auto: when perf works here; 1; 0): a perf profile of the service's READ on
+#   PostgreSQL, before its measured runs, into OUT/profile-*
 #   PG_HOST (127.0.0.1) PG_PORT (5432) PG_ADMIN_USER (postgres) SVC_PORT (8090) BAO_PORT (8200)
 #   BAO_VERSION (2.7.2) BIN (target/release/secrets-service) OUT WORK
 set -euo pipefail
@@ -54,7 +55,7 @@ SCALE_FILL_BUDGET="${SCALE_FILL_BUDGET:-480}"
 SQLITE_POOL_SIZE="${SQLITE_POOL_SIZE:-$POOL_SIZE}"
 SQLITE_POOL_SWEEP="${SQLITE_POOL_SWEEP:-4}"
 KEEP_SCALE_DB="${KEEP_SCALE_DB:-0}"
-PROFILE="${PROFILE:-0}"
+PROFILE="${PROFILE:-auto}"
 PG_HOST="${PG_HOST:-127.0.0.1}"
 PG_PORT="${PG_PORT:-5432}"
 PG_ADMIN_USER="${PG_ADMIN_USER:-postgres}"
@@ -316,7 +317,7 @@ run_svc_pg() {
   start_svc svc-pg "$(pg_url "$DB_SVC")" "$KEK"
   seed_svc "svc-pg N=$N x $SECRETS" "$N" "$SECRETS" "$WORK/keys-svc-pg.txt"
   psql_db "$DB_SVC" -c "VACUUM ANALYZE" >/dev/null
-  if [[ "$PROFILE" == 1 ]]; then profile_read; fi
+  want_profile && profile svc-pg-READ "$WORK/keys-svc-pg.txt" svc_read.lua
   svc_suite svc-pg "$WORK/keys-svc-pg.txt"
   stop_server
   SERVER_DB=""
@@ -337,6 +338,7 @@ run_svc_sqlite() {
   rm -rf "$SQLITE_DIR"; mkdir -p "$SQLITE_DIR"
   start_svc svc-sqlite "sqlite://$SQLITE_DIR/secrets.db" "$KEK" "$SQLITE_POOL_SIZE"
   seed_svc "svc-sqlite N=$N x $SECRETS" "$N" "$SECRETS" "$WORK/keys-svc-sqlite.txt"
+  want_profile && profile svc-sqlite-WRITE "$WORK/keys-svc-sqlite.txt" svc_write.lua
   svc_suite svc-sqlite "$WORK/keys-svc-sqlite.txt"
   stop_server
   # SQLite keeps a page cache per connection: the pool size is what the server's memory follows.
@@ -521,26 +523,34 @@ run_scale() {
 }
 
 # ------------------------------------------------------------------------------------ profile
-# perf (software cpu-clock event, so it works without hardware counters) on the running
-# service under the READ load, for the flat and the call-graph profile.
-profile_read() {
-  command -v perf >/dev/null || { log "perf not installed (apt-get install linux-perf); no profile"; return 0; }
-  local keys="$WORK/keys-svc-pg.txt" secs=$((DURATION > 10 ? 10 : DURATION))
-  KEYS_FILE="$keys" wrk -t"$THREADS" -c"$CONNS" -d"$((secs + 4))s" -s "$HERE/lua/svc_read.lua" \
-    "http://$HOST:$SVC_PORT/namespaces" >"$OUT/profile-wrk.txt" 2>&1 &
+perf_works() {
+  command -v perf >/dev/null && perf record -q -e cpu-clock -o /dev/null -- true >/dev/null 2>&1
+}
+
+# profile NAME KEYS_FILE LUA_SCRIPT: perf (the software cpu-clock event, so it works without
+# hardware counters) on the running service under one workload, with DWARF call graphs, into
+# OUT/profile-NAME-*.txt. It runs before the measured runs and is not part of them.
+profile() {
+  local name="$1" keys="$2" script="$3" secs=$((DURATION > 10 ? 10 : DURATION))
+  KEYS_FILE="$keys" wrk -t"$THREADS" -c"$CONNS" -d"$((secs + 4))s" -s "$HERE/lua/$script" \
+    "http://$HOST:$SVC_PORT/namespaces" >"$OUT/profile-$name-wrk.txt" 2>&1 &
   local wrk_pid=$!
   sleep 2
   perf record -e cpu-clock -F 999 --call-graph dwarf,16384 -p "$SERVER_PID" -o "$WORK/perf.data" \
-    -- sleep "$secs" >"$OUT/profile-record.txt" 2>&1 || true
+    -- sleep "$secs" >/dev/null 2>&1 || true
   wait "$wrk_pid" || true
-  perf report -i "$WORK/perf.data" --no-children --percent-limit 0.7 --stdio -g none \
-    --sort symbol >"$OUT/profile-flat.txt" 2>/dev/null || true
-  perf report -i "$WORK/perf.data" --children --percent-limit 2 --stdio -g none \
-    --sort symbol >"$OUT/profile-children.txt" 2>/dev/null || true
-  perf report -i "$WORK/perf.data" --no-children --percent-limit 0.7 --stdio -g none \
-    --sort dso >"$OUT/profile-dso.txt" 2>/dev/null || true
-  log "profile of READ written to $OUT/profile-*.txt"
+  perf report -i "$WORK/perf.data" --no-children --percent-limit 0.5 --stdio -g none \
+    -F overhead,sym >"$OUT/profile-$name-flat.txt" 2>/dev/null || true
+  perf report -i "$WORK/perf.data" --no-children --stdio -g none \
+    -F overhead,dso >"$OUT/profile-$name-dso.txt" 2>/dev/null || true
+  perf report -i "$WORK/perf.data" --children --percent-limit 0.2 --stdio -g none \
+    -F overhead_children,overhead,sym >"$OUT/profile-$name-children.txt" 2>/dev/null || true
+  python3 "$HERE/profile_summary.py" <"$OUT/profile-$name-children.txt" >"$OUT/profile-$name-summary.txt" || true
+  rm -f "$WORK/perf.data"
+  log "profile of $name written to $OUT/profile-$name-*.txt"
 }
+
+want_profile() { [[ "$PROFILE" == 1 ]] || { [[ "$PROFILE" == auto ]] && perf_works; }; }
 
 # ------------------------------------------------------------------------------------ main
 ensure_tools

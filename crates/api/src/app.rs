@@ -232,6 +232,9 @@ impl Application {
     }
 }
 
+/// How long a connection the server is closing waits for the client to close its end.
+const CLIENT_DISCONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
 struct Launch {
     settings: Settings,
     resolved: ResolvedKeys,
@@ -267,6 +270,7 @@ impl StoreUser for Launch {
         let state = web::Data::new(AppState {
             service,
             max_body_bytes: settings.limits.max_body_bytes,
+            body_timeout: settings.server.body_timeout(),
         });
         let tokens = web::Data::new(ServiceTokens::new(&resolved.tokens));
         let metrics = web::Data::new(
@@ -281,7 +285,14 @@ impl StoreUser for Launch {
                 // Outermost, so that it sees every answer, the 401s and 404s included.
                 .wrap(middleware::from_fn(crate::middleware::observe))
         })
-        .shutdown_timeout(settings.server.shutdown_timeout_secs);
+        .shutdown_timeout(settings.server.shutdown_timeout_secs)
+        // Slow clients are bounded at every stage, so that none can hold a connection open for
+        // free: the request head must arrive within `server.body_timeout_ms` (actix answers a
+        // bare 408 otherwise), then the body within the same time again (`wire::read_body`
+        // answers 408 `request_timeout`), and a client told to go away gets one second to
+        // close its end before the connection is dropped.
+        .client_request_timeout(settings.server.body_timeout())
+        .client_disconnect_timeout(CLIENT_DISCONNECT_TIMEOUT);
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);
         }

@@ -36,8 +36,8 @@ pub struct ErrorBody<'a> {
 pub struct ErrorDetail<'a> {
     /// A stable `snake_case` code to act on: `invalid_json`, `invalid_request`,
     /// `unauthorized`, `namespace_not_found`, `secret_not_found`, `not_found`,
-    /// `method_not_allowed`, `namespace_full`, `payload_too_large`, `unsupported_media_type`,
-    /// `integrity_error`, `internal` or `unavailable`.
+    /// `method_not_allowed`, `request_timeout`, `namespace_full`, `payload_too_large`,
+    /// `unsupported_media_type`, `integrity_error`, `internal` or `unavailable`.
     #[schema(example = "namespace_not_found")]
     pub code: &'a str,
     /// A sentence for people. It names the offending field where there is one, and never holds
@@ -109,6 +109,20 @@ impl ApiError {
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
             format!("the request body is larger than the limit of {limit} bytes"),
+        )
+    }
+
+    /// 408 `request_timeout`: the body did not arrive within `server.body_timeout_ms`.
+    ///
+    /// SPEC 3.4 has no row for a slow body; 408 is HTTP's status for a request the client did
+    /// not finish sending in time (RFC 9110, 15.5.9), and it tells a retrying caller that the
+    /// request was not processed.
+    #[must_use]
+    pub fn body_timeout() -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            "the request body did not arrive in time",
         )
     }
 

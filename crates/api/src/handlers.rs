@@ -24,6 +24,8 @@ pub struct AppState<S> {
     pub service: Service<S>,
     /// `limits.max_body_bytes`.
     pub max_body_bytes: usize,
+    /// `server.body_timeout_ms`: how long a request body may take to arrive.
+    pub body_timeout: std::time::Duration,
 }
 
 type State<S> = Data<AppState<S>>;
@@ -33,13 +35,13 @@ fn access_key(text: &str) -> Result<AccessKey, ApiError> {
     AccessKey::parse(text).map_err(|_| ApiError::namespace_not_found())
 }
 
-async fn json_body(
+async fn json_body<S>(
     req: &HttpRequest,
     payload: Payload,
-    limit: usize,
+    state: &AppState<S>,
     accept: Accept,
 ) -> Result<actix_web::web::Bytes, ApiError> {
-    let body = wire::read_body(req, payload, limit).await?;
+    let body = wire::read_body(req, payload, state.max_body_bytes, state.body_timeout).await?;
     wire::check_media_type(req, accept)?;
     Ok(body)
 }
@@ -66,7 +68,7 @@ pub async fn create_namespace<S: SecretStore>(
     req: HttpRequest,
     payload: Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let body = wire::read_body(&req, payload, state.max_body_bytes).await?;
+    let body = wire::read_body(&req, payload, state.max_body_bytes, state.body_timeout).await?;
     if !body.is_empty() {
         wire::check_media_type(&req, Accept::Json)?;
     }
@@ -99,7 +101,7 @@ pub async fn create_namespaces<S: SecretStore>(
     req: HttpRequest,
     payload: Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let body = json_body(&req, payload, state.max_body_bytes, Accept::Json).await?;
+    let body = json_body(&req, payload, &state, Accept::Json).await?;
     let count = wire::parse_bulk(&body)?;
     let keys = state.service.create_namespaces(count).await?;
     Ok(HttpResponse::Created().json(wire::AccessKeysBody {
@@ -159,7 +161,7 @@ pub async fn put_secret<S: SecretStore>(
     req: HttpRequest,
     payload: Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let body = json_body(&req, payload, state.max_body_bytes, Accept::Json).await?;
+    let body = json_body(&req, payload, &state, Accept::Json).await?;
     let (name, value) = wire::parse_put(&body)?;
     let key = access_key(&path)?;
     let outcome = state.service.put_secret(&key, &name, &value).await?;
@@ -195,7 +197,7 @@ pub async fn patch_namespace<S: SecretStore>(
     req: HttpRequest,
     payload: Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let body = json_body(&req, payload, state.max_body_bytes, Accept::MergePatch).await?;
+    let body = json_body(&req, payload, &state, Accept::MergePatch).await?;
     let changes = wire::parse_patch(&body)?;
     let key = access_key(&path)?;
     let secrets = state.service.patch(&key, &changes).await?;

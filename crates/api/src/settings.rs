@@ -46,6 +46,17 @@ pub struct ServerSettings {
     pub workers: usize,
     /// Grace period for in-flight requests at shutdown.
     pub shutdown_timeout_secs: u64,
+    /// How long a client may take to send a request's head, and then its body, in
+    /// milliseconds; past it the request is answered 408 `request_timeout`.
+    pub body_timeout_ms: u64,
+}
+
+impl ServerSettings {
+    /// The bound on receiving a request head, and then a request body.
+    #[must_use]
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_timeout_ms)
+    }
 }
 
 /// The `[storage]` section. The URL may carry a password, so `Debug` is written by hand.
@@ -215,6 +226,10 @@ impl Settings {
                 "storage.timeout_ms must be at least 1",
             ),
             (
+                self.server.body_timeout_ms == 0,
+                "server.body_timeout_ms must be at least 1",
+            ),
+            (
                 self.limits.max_body_bytes == 0,
                 "limits.max_body_bytes must be at least 1",
             ),
@@ -337,6 +352,7 @@ mod tests {
         assert_eq!(settings.limits.max_value_bytes, 65_536);
         assert_eq!(settings.limits.max_secrets_per_namespace, 1_000);
         assert_eq!(settings.limits.max_body_bytes, 1_048_576);
+        assert_eq!(settings.server.body_timeout(), Duration::from_secs(10));
     }
 
     #[test]
@@ -369,6 +385,11 @@ mod tests {
                 "SECRETS__LIMITS__MAX_BODY_BYTES",
                 "0",
                 "limits.max_body_bytes",
+            ),
+            (
+                "SECRETS__SERVER__BODY_TIMEOUT_MS",
+                "0",
+                "server.body_timeout_ms",
             ),
         ];
         for (variable, value, named) in cases {

@@ -1,10 +1,12 @@
 //! Request and response bodies, and the parsing of untrusted bytes into domain values.
 //!
-//! Every body is read with a size limit, checked for its media type, then parsed as a JSON
-//! object whose keys must be unique (`serde_json` would silently keep the last of two equal
-//! keys, which in a merge patch would hide half of what the caller sent). Field checks are
-//! done by hand so that every message names the field and never echoes what was sent: a
-//! rejected value may well be a secret.
+//! Every body is read with a size limit and a time limit, checked for its media type, then
+//! parsed as a JSON object whose keys must be unique (`serde_json` would silently keep the last
+//! of two equal keys, which in a merge patch would hide half of what the caller sent). Field
+//! checks are done by hand so that every message names the field and never echoes what was
+//! sent: a rejected value may well be a secret.
+
+use std::time::Duration;
 
 use actix_web::HttpRequest;
 use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
@@ -47,10 +49,19 @@ impl Accept {
 
 /// Reads the whole body, refusing it with 413 as soon as it is known to pass `limit`: from
 /// `Content-Length` before reading anything, else while streaming.
+///
+/// The whole read must end within `timeout` (`server.body_timeout_ms`), or the request is
+/// answered 408. actix bounds only the arrival of the request head; without this bound a client
+/// that announces a body and then sends it slowly, or never, would hold its request (and the
+/// memory of what it sent so far) for as long as it keeps the connection open. The bound is on
+/// the whole body, not on the gap between two reads, so trickling a byte at a time does not
+/// extend it. Waiting here is a pending future, not a blocked thread: stalled bodies tie up no
+/// worker, whatever their number.
 pub async fn read_body(
     req: &HttpRequest,
     mut payload: Payload,
     limit: usize,
+    timeout: Duration,
 ) -> Result<Bytes, ApiError> {
     let declared = req
         .headers()
@@ -60,16 +71,21 @@ pub async fn read_body(
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(ApiError::body_too_large(limit));
     }
-    let mut body = BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk =
-            chunk.map_err(|_| ApiError::invalid_request("the request body could not be read"))?;
-        if body.len() + chunk.len() > limit {
-            return Err(ApiError::body_too_large(limit));
+    let read = async {
+        let mut body = BytesMut::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk
+                .map_err(|_| ApiError::invalid_request("the request body could not be read"))?;
+            if body.len() + chunk.len() > limit {
+                return Err(ApiError::body_too_large(limit));
+            }
+            body.extend_from_slice(&chunk);
         }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body.freeze())
+        Ok(body.freeze())
+    };
+    tokio::time::timeout(timeout, read)
+        .await
+        .unwrap_or_else(|_| Err(ApiError::body_timeout()))
 }
 
 /// Checks the media type of a non-empty body.

@@ -60,7 +60,7 @@ impl Needles {
             let mut forms = vec![
                 secret.clone(),
                 percent_encode(secret),
-                bytes.iter().map(|b| format!("{b:02x}")).collect(),
+                hex(bytes),
                 base64::engine::general_purpose::STANDARD.encode(bytes),
                 base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes),
                 secret.chars().take(16).collect(),
@@ -73,13 +73,22 @@ impl Needles {
                 if let Ok(raw) = engine.decode(secret)
                     && raw.len() >= 16
                 {
-                    forms.push(raw.iter().map(|b| format!("{b:02x}")).collect());
+                    forms.push(hex(&raw));
                 }
             }
             out.extend(forms.into_iter().map(|form| (secret.clone(), form)));
         }
         out
     }
+}
+
+/// Lowercase hex.
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::new(), |mut out, b| {
+        let _ = write!(out, "{b:02x}");
+        out
+    })
 }
 
 /// Percent-encodes everything but RFC 3986's unreserved characters.
@@ -145,16 +154,16 @@ impl Caller<'_> {
     }
 }
 
-fn json_body(value: &Value) -> Option<(&'static str, String)> {
-    Some(("application/json", value.to_string()))
+fn json_body(value: &Value) -> (&'static str, String) {
+    ("application/json", value.to_string())
 }
 
 fn access_key(body: &Value) -> String {
     body["accessKey"].as_str().expect("accessKey").to_owned()
 }
 
-/// Calls every endpoint, successes and failures, recording every secret involved.
-async fn exercise(caller: &Caller<'_>, needles: &mut Needles, db_url: Option<&str>) {
+/// Calls every endpoint on its success paths, recording every secret involved.
+async fn exercise_successes(caller: &Caller<'_>, needles: &mut Needles) -> Exercised {
     let tag = uuid::Uuid::new_v4().simple().to_string();
     let tag = &tag[..10];
     let name = needles.add(format!("REDACT_NAME_{tag}"));
@@ -169,7 +178,7 @@ async fn exercise(caller: &Caller<'_>, needles: &mut Needles, db_url: Option<&st
     assert_eq!(status, 201);
     let key = needles.add(access_key(&body));
     let (status, body) = caller
-        .send(Method::POST, "/namespaces", json_body(&json!({})))
+        .send(Method::POST, "/namespaces", Some(json_body(&json!({}))))
         .await;
     assert_eq!(status, 201);
     let doomed = needles.add(access_key(&body));
@@ -177,7 +186,7 @@ async fn exercise(caller: &Caller<'_>, needles: &mut Needles, db_url: Option<&st
         .send(
             Method::POST,
             "/namespaces/bulk",
-            json_body(&json!({"count": 2})),
+            Some(json_body(&json!({"count": 2}))),
         )
         .await;
     assert_eq!(status, 201);
@@ -198,7 +207,7 @@ async fn exercise(caller: &Caller<'_>, needles: &mut Needles, db_url: Option<&st
             .send(
                 Method::POST,
                 &path,
-                json_body(&json!({"key": n, "value": v})),
+                Some(json_body(&json!({"key": n, "value": v}))),
             )
             .await;
         assert_eq!(got, status);
@@ -212,12 +221,12 @@ async fn exercise(caller: &Caller<'_>, needles: &mut Needles, db_url: Option<&st
         .send(Method::GET, &format!("/namespaces/{key}/keys"), None)
         .await;
     assert_eq!(status, 200);
-    let patch = json!({ patched.clone(): patch_value, name.clone(): null });
+    let merge = json!({ patched.clone(): patch_value, name.clone(): null });
     let (status, _) = caller
         .send(
             Method::PATCH,
             &path,
-            Some(("application/merge-patch+json", patch.to_string())),
+            Some(("application/merge-patch+json", merge.to_string())),
         )
         .await;
     assert_eq!(status, 200);
@@ -236,8 +245,36 @@ async fn exercise(caller: &Caller<'_>, needles: &mut Needles, db_url: Option<&st
         .send(Method::DELETE, &format!("/namespaces/{doomed}"), None)
         .await;
     assert_eq!(status, 204);
+    Exercised {
+        tag: tag.to_owned(),
+        value,
+        rotated,
+        spare: bulk[0].clone(),
+    }
+}
 
-    // Error paths, each carrying something secret in its path or body.
+/// What the error paths reuse from the success paths.
+struct Exercised {
+    tag: String,
+    value: String,
+    rotated: String,
+    spare: String,
+}
+
+/// Calls the endpoints on their error paths, each request carrying something secret in its
+/// path or body.
+async fn exercise_errors(
+    caller: &Caller<'_>,
+    needles: &mut Needles,
+    done: &Exercised,
+    db_url: Option<&str>,
+) {
+    let Exercised {
+        tag,
+        value,
+        rotated,
+        spare,
+    } = done;
     let rotated_path = format!("/namespaces/{rotated}");
     let wrong = needles.add(format!("wrong-token-{tag}"));
     let (status, _) = caller
@@ -317,45 +354,49 @@ async fn exercise(caller: &Caller<'_>, needles: &mut Needles, db_url: Option<&st
         assert_eq!(got, status, "{method} {path}: {answer}");
     }
     // A full namespace (the limit is 3 in this run).
-    let full = format!("/namespaces/{}", bulk[0]);
+    let full = format!("/namespaces/{spare}");
     for n in 0..4 {
-        let fill = needles.add(format!("FULL_{n}_{tag}"));
+        let filler = needles.add(format!("FULL_{n}_{tag}"));
         let (status, _) = caller
             .send(
                 Method::POST,
                 &full,
-                json_body(&json!({"key": fill, "value": value})),
+                Some(json_body(&json!({"key": filler, "value": value}))),
             )
             .await;
         assert_eq!(status, if n < 3 { 201 } else { 409 });
     }
 
-    // A stored ciphertext that fails authentication: the 500 path logs the namespace's id.
     if let Some(url) = db_url {
-        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-            .await
-            .expect("connect to the test database");
-        tokio::spawn(connection);
-        let flipped = client
-            .execute(
-                "UPDATE secrets SET value_ct = set_byte(value_ct, length(value_ct) - 1, \
-                 get_byte(value_ct, length(value_ct) - 1) # 1)",
-                &[],
-            )
-            .await
-            .expect("tamper");
-        assert!(flipped > 0);
-        let (status, body) = caller.send(Method::GET, &rotated_path, None).await;
-        assert_eq!(
-            (status, &body["error"]["code"]),
-            (500, &json!("integrity_error"))
-        );
+        tamper_then_read(caller, url, &rotated_path).await;
     }
-
     for path in ["/healthz", "/readyz", "/metrics", "/openapi.json"] {
         let (status, _) = caller.send(Method::GET, path, None).await;
         assert_eq!(status, 200, "{path}");
     }
+}
+
+/// Makes a stored ciphertext fail authentication, then reads it: the 500 path, which logs the
+/// namespace's internal id.
+async fn tamper_then_read(caller: &Caller<'_>, db_url: &str, path: &str) {
+    let (client, connection) = tokio_postgres::connect(db_url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test database");
+    tokio::spawn(connection);
+    let flipped = client
+        .execute(
+            "UPDATE secrets SET value_ct = set_byte(value_ct, length(value_ct) - 1, \
+             get_byte(value_ct, length(value_ct) - 1) # 1)",
+            &[],
+        )
+        .await
+        .expect("tamper");
+    assert!(flipped > 0);
+    let (status, body) = caller.send(Method::GET, path, None).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (500, &json!("integrity_error"))
+    );
 }
 
 /// Runs the whole exercise against a binary started with `env` and checks its output.
@@ -386,7 +427,8 @@ async fn run(mut env: Vec<(&'static str, String)>, json_logs: bool, db: Option<&
         service: &service,
         token,
     };
-    exercise(&caller, &mut needles, db.map(TestDatabase::url)).await;
+    let done = exercise_successes(&caller, &mut needles).await;
+    exercise_errors(&caller, &mut needles, &done, db.map(TestDatabase::url)).await;
     drop(caller);
     service.terminate();
     let (status, output) = service.finish(Duration::from_secs(30));

@@ -7,3 +7,4 @@ mod keys;
 mod lifecycle;
 mod operability;
 mod security;
+mod slow_bodies;

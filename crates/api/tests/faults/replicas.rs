@@ -1,0 +1,566 @@
+//! Many replicas, one database: three `secrets-service` processes on one PostgreSQL behave as
+//! one service. A change made through one is seen through the others on the very next request
+//! (no cache anywhere can serve a deleted namespace or a replaced access key); concurrent
+//! writers spread over the replicas end with one row per name holding the last write; and
+//! `rotate-kek` runs while all three serve, without a client seeing an error.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use reqwest::{Client, Method, StatusCode};
+use secrets_adapters::crypto::Kek;
+use secrets_adapters::testing::TestDatabase;
+use serde_json::{Value, json};
+
+use crate::support::{
+    KEK, NEW_KEK, Node, Rng, Scratch, TOKEN, binary, client, count, list_keys, service_env, sql,
+};
+
+/// Three replicas on one database, and the client that talks to them.
+struct Cluster {
+    nodes: Vec<Node>,
+    client: Client,
+}
+
+impl Cluster {
+    async fn start(scratch: &Scratch, env: &[(String, String)]) -> Self {
+        let mut nodes = Vec::new();
+        for _ in 0..3 {
+            nodes.push(Node::start(scratch, env).await);
+        }
+        Self {
+            nodes,
+            client: client(),
+        }
+    }
+
+    /// Sends a request to replica `n`; answers the status and the body (`Null` when empty).
+    async fn call(
+        &self,
+        n: usize,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self
+            .client
+            .request(method, self.nodes[n].url(path))
+            .bearer_auth(TOKEN);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("the replica answers");
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn create_namespace(&self, n: usize) -> String {
+        let (status, body) = self.call(n, Method::POST, "/namespaces", None).await;
+        assert_eq!(status, 201);
+        body["accessKey"].as_str().expect("accessKey").to_owned()
+    }
+}
+
+/// Asserts that reading namespace `key` through replica `n` answers `status` (and `expected`
+/// when it is a success).
+async fn assert_reads(
+    cluster: &Cluster,
+    n: usize,
+    key: &str,
+    status: u16,
+    expected: &Value,
+    what: &str,
+) {
+    let (got, body) = cluster
+        .call(n, Method::GET, &format!("/namespaces/{key}"), None)
+        .await;
+    assert_eq!(got, status, "{what}, read on replica {n}: {body}");
+    if status == 200 {
+        assert_eq!(&body, expected, "{what}, read on replica {n}");
+    } else {
+        assert_eq!(body["error"]["code"], "namespace_not_found", "{what}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_made_through_one_replica_is_seen_through_the_others_at_once() {
+    let scratch = Scratch::new("replicas-change");
+    let db = TestDatabase::create().await;
+    let cluster = Cluster::start(&scratch, &service_env(db.url(), &[])).await;
+    // Each replica takes each role once: the one that changes, and the others that must see
+    // the change on their very next request, right after having served the old state (so
+    // that any cache would now be stale).
+    for changer in 0..3 {
+        let others: Vec<usize> = (0..3).filter(|n| *n != changer).collect();
+        let what = |action: &str| format!("{action} on replica {changer}");
+
+        let key = cluster.create_namespace(changer).await;
+        for &n in &others {
+            assert_reads(&cluster, n, &key, 200, &json!({}), &what("created")).await;
+        }
+
+        let (status, _) = cluster
+            .call(
+                changer,
+                Method::POST,
+                &format!("/namespaces/{key}"),
+                Some(json!({"key": "TOKEN", "value": "one"})),
+            )
+            .await;
+        assert_eq!(status, 201);
+        for &n in &others {
+            assert_reads(
+                &cluster,
+                n,
+                &key,
+                200,
+                &json!({"TOKEN": "one"}),
+                &what("written"),
+            )
+            .await;
+        }
+        let (status, _) = cluster
+            .call(
+                changer,
+                Method::PATCH,
+                &format!("/namespaces/{key}"),
+                Some(json!({"TOKEN": "two", "OTHER": "x"})),
+            )
+            .await;
+        assert_eq!(status, 200);
+        for &n in &others {
+            let expected = json!({"TOKEN": "two", "OTHER": "x"});
+            assert_reads(&cluster, n, &key, 200, &expected, &what("patched")).await;
+        }
+        let (status, _) = cluster
+            .call(
+                changer,
+                Method::DELETE,
+                &format!("/namespaces/{key}/secrets/OTHER"),
+                None,
+            )
+            .await;
+        assert_eq!(status, 204);
+        for &n in &others {
+            assert_reads(
+                &cluster,
+                n,
+                &key,
+                200,
+                &json!({"TOKEN": "two"}),
+                &what("secret deleted"),
+            )
+            .await;
+        }
+
+        // The access key is replaced: the old one is refused everywhere at once.
+        let (status, body) = cluster
+            .call(
+                changer,
+                Method::POST,
+                &format!("/namespaces/{key}/access-key"),
+                None,
+            )
+            .await;
+        assert_eq!(status, 201);
+        let new_key = body["accessKey"].as_str().expect("accessKey").to_owned();
+        for n in 0..3 {
+            assert_reads(
+                &cluster,
+                n,
+                &key,
+                404,
+                &Value::Null,
+                &what("old access key"),
+            )
+            .await;
+            let (status, _) = cluster
+                .call(
+                    n,
+                    Method::POST,
+                    &format!("/namespaces/{key}"),
+                    Some(json!({"key": "LATE", "value": "write"})),
+                )
+                .await;
+            assert_eq!(status, 404, "{}: a write with the old key", what("rotated"));
+            assert_reads(
+                &cluster,
+                n,
+                &new_key,
+                200,
+                &json!({"TOKEN": "two"}),
+                &what("new access key"),
+            )
+            .await;
+        }
+
+        // The namespace is deleted through another replica than the one that made it.
+        let deleter = others[0];
+        let (status, _) = cluster
+            .call(
+                deleter,
+                Method::DELETE,
+                &format!("/namespaces/{new_key}"),
+                None,
+            )
+            .await;
+        assert_eq!(status, 204);
+        for n in (0..3).filter(|n| *n != deleter) {
+            let what = format!("deleted on replica {deleter}");
+            assert_reads(&cluster, n, &new_key, 404, &Value::Null, &what).await;
+            for (method, path) in [
+                (Method::GET, format!("/namespaces/{new_key}/keys")),
+                (Method::GET, format!("/namespaces/{new_key}/secrets/TOKEN")),
+                (Method::POST, format!("/namespaces/{new_key}")),
+            ] {
+                let body = (method == Method::POST).then(|| json!({"key": "K", "value": "v"}));
+                let (status, body) = cluster.call(n, method.clone(), &path, body).await;
+                assert_eq!(status, 404, "{what}: {method} on replica {n}");
+                assert_eq!(body["error"]["code"], "namespace_not_found");
+            }
+        }
+    }
+    let sql = sql(db.url()).await;
+    assert_eq!(count(&sql, "SELECT count(*) FROM namespaces").await, 0);
+    assert_eq!(count(&sql, "SELECT count(*) FROM secrets").await, 0);
+}
+
+/// One acknowledged write, with when it was sent and when its answer came.
+struct Timed {
+    value: String,
+    sent: Instant,
+    answered: Instant,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_across_replicas_end_in_last_writer_wins_with_one_row_per_name() {
+    const NAMES: usize = 6;
+    const TASKS_PER_REPLICA: usize = 4;
+    const WRITES_PER_TASK: usize = 40;
+    let mut rng = Rng::from_env(
+        "concurrent_writers_across_replicas_end_in_last_writer_wins_with_one_row_per_name",
+    );
+    let scratch = Scratch::new("replicas-lww");
+    let db = TestDatabase::create().await;
+    let cluster = Arc::new(Cluster::start(&scratch, &service_env(db.url(), &[])).await);
+    let key = cluster.create_namespace(0).await;
+    let writes: Arc<Mutex<BTreeMap<String, Vec<Timed>>>> = Arc::default();
+
+    let mut tasks = Vec::new();
+    for replica in 0..3 {
+        for task in 0..TASKS_PER_REPLICA {
+            let (cluster, writes, key) = (Arc::clone(&cluster), Arc::clone(&writes), key.clone());
+            let mut rng = rng.fork();
+            tasks.push(tokio::spawn(async move {
+                for seq in 0..WRITES_PER_TASK {
+                    let name = format!("NAME_{}", rng.index(NAMES));
+                    let value = format!("replica{replica}-task{task}-{seq}");
+                    let sent = Instant::now();
+                    let (status, body) = cluster
+                        .call(
+                            replica,
+                            Method::POST,
+                            &format!("/namespaces/{key}"),
+                            Some(json!({"key": name, "value": value})),
+                        )
+                        .await;
+                    let answered = Instant::now();
+                    assert_eq!(status, 201, "{body}");
+                    writes
+                        .lock()
+                        .expect("writes")
+                        .entry(name)
+                        .or_default()
+                        .push(Timed {
+                            value,
+                            sent,
+                            answered,
+                        });
+                }
+            }));
+        }
+    }
+    for task in tasks {
+        task.await.expect("a writer failed");
+    }
+
+    let writes = writes.lock().expect("writes");
+    let mut reads = Vec::new();
+    for n in 0..3 {
+        let (status, body) = cluster
+            .call(n, Method::GET, &format!("/namespaces/{key}"), None)
+            .await;
+        assert_eq!(status, 200);
+        reads.push(body);
+    }
+    assert!(
+        reads.iter().all(|r| r == &reads[0]),
+        "the replicas disagree: {reads:?}"
+    );
+    let read = reads[0].as_object().expect("an object");
+    assert_eq!(read.len(), writes.len(), "one secret per name written");
+    for (name, timed) in writes.iter() {
+        let value = read[name].as_str().expect("a value");
+        let winner = timed
+            .iter()
+            .find(|t| t.value == value)
+            .unwrap_or_else(|| panic!("{name} holds {value}, which no writer sent"));
+        // Last writer wins: no write of this name started after the one found was answered,
+        // since that write committed later and would have replaced it.
+        let latest_start = timed.iter().map(|t| t.sent).max().expect("writes");
+        assert!(
+            latest_start <= winner.answered,
+            "{name} holds {value}, though a write of it was sent {:?} after that one was answered",
+            latest_start - winner.answered
+        );
+    }
+    let listed = list_keys(&cluster.client, &cluster.nodes[1].base(), &key).await;
+    assert_eq!(
+        listed.len(),
+        writes.len(),
+        "each name listed once: {listed:?}"
+    );
+    let sql = sql(db.url()).await;
+    assert_eq!(
+        count(&sql, "SELECT count(*) FROM secrets").await,
+        writes.len() as i64,
+        "one row per name"
+    );
+
+    // And in sequence, across replicas: each write replaces the one before, wherever it ran.
+    for (n, value) in ["first", "second", "third"].iter().enumerate() {
+        let (status, body) = cluster
+            .call(
+                n,
+                Method::POST,
+                &format!("/namespaces/{key}"),
+                Some(json!({"key": "NAME_0", "value": value})),
+            )
+            .await;
+        assert_eq!(
+            (status.as_u16(), body["created"].as_bool()),
+            (201, Some(false))
+        );
+        for m in 0..3 {
+            let (_, body) = cluster
+                .call(
+                    m,
+                    Method::GET,
+                    &format!("/namespaces/{key}/secrets/NAME_0"),
+                    None,
+                )
+                .await;
+            assert_eq!(body["value"], *value, "written on {n}, read on {m}");
+        }
+    }
+}
+
+/// Namespaces written under the old KEK before the rotation, and how many of them hold a secret.
+const ROTATED_SEEDED: usize = 600;
+const ROTATED_WITH_SECRETS: usize = 30;
+
+/// Reads seeded namespaces through replica `replica` until `stop`, each exactly as written.
+async fn read_seeded(
+    cluster: Arc<Cluster>,
+    replica: usize,
+    keys: Arc<Vec<String>>,
+    mut rng: Rng,
+    stop: Arc<AtomicBool>,
+    served: Arc<AtomicU64>,
+) {
+    while !stop.load(Ordering::Relaxed) {
+        let i = rng.index(ROTATED_WITH_SECRETS);
+        let (status, body) = cluster
+            .call(
+                replica,
+                Method::GET,
+                &format!("/namespaces/{}", keys[i]),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "a read during the rotation: {body}");
+        assert_eq!(body, json!({"S": format!("value-{i}")}));
+        served.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Through replica `replica` until `stop`: updates one secret, creates a namespace and reads
+/// it; finally reads the secret back as last written.
+async fn write_and_create(
+    cluster: Arc<Cluster>,
+    replica: usize,
+    stop: Arc<AtomicBool>,
+    served: Arc<AtomicU64>,
+) {
+    let key = cluster.create_namespace(replica).await;
+    let mut writes = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let (status, body) = cluster
+            .call(
+                replica,
+                Method::POST,
+                &format!("/namespaces/{key}"),
+                Some(json!({"key": "W", "value": format!("write-{writes}")})),
+            )
+            .await;
+        assert_eq!(status, 201, "a write during the rotation: {body}");
+        writes += 1;
+        let fresh = cluster.create_namespace(replica).await;
+        let (status, body) = cluster
+            .call(replica, Method::GET, &format!("/namespaces/{fresh}"), None)
+            .await;
+        assert_eq!((status.as_u16(), body), (200, json!({})));
+        served.fetch_add(1, Ordering::Relaxed);
+    }
+    let (status, body) = cluster
+        .call(replica, Method::GET, &format!("/namespaces/{key}"), None)
+        .await;
+    assert_eq!(status, 200);
+    if writes > 0 {
+        assert_eq!(body, json!({"W": format!("write-{}", writes - 1)}));
+    }
+}
+
+/// Runs a command of the binary to its end, off the async threads.
+async fn run_command(env: Vec<(String, String)>, args: &[&str]) -> std::process::Output {
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        binary(&env).args(&args).output().expect("the command runs")
+    })
+    .await
+    .expect("the command's thread")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotate_kek_runs_while_three_replicas_serve_without_a_client_seeing_an_error() {
+    let mut rng = Rng::from_env(
+        "rotate_kek_runs_while_three_replicas_serve_without_a_client_seeing_an_error",
+    );
+    let scratch = Scratch::new("replicas-kek");
+    let db = TestDatabase::create().await;
+
+    // Data written under the old KEK.
+    let mut keys: Vec<String> = Vec::new();
+    {
+        let old = Cluster::start(&scratch, &service_env(db.url(), &[])).await;
+        for batch in 0..ROTATED_SEEDED / 300 {
+            let (status, body) = old
+                .call(
+                    batch % 3,
+                    Method::POST,
+                    "/namespaces/bulk",
+                    Some(json!({"count": 300})),
+                )
+                .await;
+            assert_eq!(status, 201);
+            keys.extend(
+                body["accessKeys"]
+                    .as_array()
+                    .expect("keys")
+                    .iter()
+                    .map(|k| k.as_str().expect("a key").to_owned()),
+            );
+        }
+        for (i, key) in keys.iter().take(ROTATED_WITH_SECRETS).enumerate() {
+            let (status, _) = old
+                .call(
+                    i % 3,
+                    Method::POST,
+                    &format!("/namespaces/{key}"),
+                    Some(json!({"key": "S", "value": format!("value-{i}")})),
+                )
+                .await;
+            assert_eq!(status, 201);
+        }
+    }
+
+    // Every replica now has the new KEK active and the old one retired (docs/operations.md).
+    let both = service_env(
+        db.url(),
+        &[
+            ("KEY_ENCRYPTION_KEY", NEW_KEK.to_owned()),
+            ("KEY_ENCRYPTION_KEYS_RETIRED", KEK.to_owned()),
+        ],
+    );
+    let cluster = Arc::new(Cluster::start(&scratch, &both).await);
+    let stop = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicU64::new(0));
+    let keys = Arc::new(keys);
+    let mut clients = Vec::new();
+    for replica in 0..3 {
+        // A reader of the seeded namespaces, and a writer that also creates namespaces.
+        clients.push(tokio::spawn(read_seeded(
+            Arc::clone(&cluster),
+            replica,
+            Arc::clone(&keys),
+            rng.fork(),
+            Arc::clone(&stop),
+            Arc::clone(&served),
+        )));
+        clients.push(tokio::spawn(write_and_create(
+            Arc::clone(&cluster),
+            replica,
+            Arc::clone(&stop),
+            Arc::clone(&served),
+        )));
+    }
+
+    // Small batches, so that the run takes many transactions while the clients keep going.
+    let served_before = served.load(Ordering::Relaxed);
+    let rotation = run_command(both.clone(), &["rotate-kek", "--batch-size", "25"]).await;
+    let served_during = served.load(Ordering::Relaxed) - served_before;
+    let stdout = String::from_utf8_lossy(&rotation.stdout);
+    assert!(
+        rotation.status.success(),
+        "rotate-kek failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&rotation.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("re-wrapped: {ROTATED_SEEDED},")) && stdout.contains("failed: 0"),
+        "{stdout}"
+    );
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.await.expect("a client saw an error");
+    }
+    assert!(
+        served_during > 0,
+        "the clients were served while the rotation ran"
+    );
+
+    // Nothing is wrapped under the old key any more: `check` passes with the new key alone,
+    // and a replica that knows only the new key reads every seeded secret.
+    let new_only = service_env(db.url(), &[("KEY_ENCRYPTION_KEY", NEW_KEK.to_owned())]);
+    let check = run_command(new_only.clone(), &["check"]).await;
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let new_id = Kek::from_base64(NEW_KEK).expect("kek").key_id();
+    let sql = sql(db.url()).await;
+    let rows = sql
+        .query_one(
+            "SELECT count(*) FROM namespaces WHERE kek_id <> $1",
+            &[&new_id.as_str()],
+        )
+        .await
+        .expect("count");
+    assert_eq!(rows.get::<_, i64>(0), 0);
+    let fresh = Node::start(&scratch, &new_only).await;
+    for (i, key) in keys.iter().take(ROTATED_WITH_SECRETS).enumerate() {
+        let body: Value = cluster
+            .client
+            .get(fresh.url(&format!("/namespaces/{key}")))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("sent")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(body, json!({"S": format!("value-{i}")}));
+    }
+}
