@@ -2,7 +2,7 @@
 CARGO ?= cargo
 BIN := secrets-service
 
-.PHONY: run test fmt-check clippy unit build release fmt bench help
+.PHONY: run test fmt-check clippy unit build release fmt bench help fuzz
 
 ## run: serve on 127.0.0.1:8080 on the embedded store, with generated development keys
 run:
@@ -32,3 +32,10 @@ help:
 ## bench: benchmark this service (PostgreSQL, SQLite) against OpenBao and pgbench (docs/benchmarks.md)
 bench: release
 	bench/run.sh
+
+## fuzz: hostile input: the property tests with many cases, then schemathesis against a local service
+PROPTEST_CASES ?= 10000
+fuzz:
+	PROPTEST_CASES=$(PROPTEST_CASES) $(CARGO) test --locked -p secrets-adapters --test crypto_props
+	PROPTEST_CASES=$(PROPTEST_CASES) $(CARGO) test --locked -p secrets-api --test parsing_props
+	scripts/fuzz-http.sh

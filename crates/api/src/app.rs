@@ -225,10 +225,49 @@ impl Application {
         self.server.handle()
     }
 
-    /// Serves until stopped (SIGTERM or SIGINT, or the handle), letting in-flight requests
-    /// finish within `server.shutdown_timeout_secs`.
+    /// Serves until SIGTERM or SIGINT (or the handle's `stop`), then stops accepting
+    /// connections and lets the requests in flight finish within
+    /// `server.shutdown_timeout_secs`.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let handle = self.server.handle();
+        let signals = tokio::spawn(async move {
+            if let Some(signal) = shutdown_signal().await {
+                tracing::info!(signal, "starting graceful shutdown");
+                handle.stop(true).await;
+            }
+        });
+        let served = self.server.await;
+        signals.abort();
+        served
+    }
+}
+
+/// Waits for SIGTERM or SIGINT and names it; `None` when the signals cannot be listened to
+/// (then only the handle stops the server).
+///
+/// The server's own signal handling is off (`disable_signals`): actix-server treats SIGINT as
+/// a forced stop that drops the requests in flight, and SPEC 7 wants both signals to drain.
+async fn shutdown_signal() -> Option<&'static str> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => tokio::select! {
+                _ = term.recv() => Some("SIGTERM"),
+                _ = int.recv() => Some("SIGINT"),
+            },
+            (Err(error), _) | (_, Err(error)) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM and SIGINT");
+                None
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await.ok().map(|()| "Ctrl-C")
     }
 }
 
@@ -286,6 +325,8 @@ impl StoreUser for Launch {
                 .wrap(middleware::from_fn(crate::middleware::observe))
         })
         .shutdown_timeout(settings.server.shutdown_timeout_secs)
+        // Signals are handled by `Application::run_until_stopped`; see `shutdown_signal`.
+        .disable_signals()
         // Slow clients are bounded at every stage, so that none can hold a connection open for
         // free: the request head must arrive within `server.body_timeout_ms` (actix answers a
         // bare 408 otherwise), then the body within the same time again (`wire::read_body`

@@ -1,5 +1,10 @@
 //! The HTTP handlers: parse the request into domain values, call one use case, shape the
 //! answer. Nothing here decides anything about secrets; the use cases do.
+//!
+//! Each handler carries its OpenAPI operation (`#[utoipa::path]`): its path, bodies and every
+//! status it answers, next to the code that answers them. [`crate::openapi`] gathers them; the
+//! routes themselves are in [`crate::app`], and a test checks that the two list the same
+//! operations. The first line of a handler's doc is the operation's summary.
 
 use actix_web::http::header::ContentType;
 use actix_web::web::{Data, Path, Payload};

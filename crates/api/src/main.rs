@@ -1,5 +1,9 @@
 //! `secrets-service`: parse the command line, load settings, start logging, run the command.
 
+// The doc comments below are the commands' `--help` text, where backticks would be printed
+// as they are.
+#![allow(clippy::doc_markdown)]
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -126,7 +126,8 @@ impl Metrics {
                 "secrets_http_request_duration_seconds",
                 "Time from a request's arrival to its response, by route template and status.",
             )
-            // From a cached hot read (about a millisecond) to the default store timeout (5 s).
+            // From a hot read on a warm connection (about a millisecond) to past the default store
+            // timeout (5 s).
             .buckets(vec![
                 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
             ]),

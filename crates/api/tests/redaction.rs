@@ -430,7 +430,7 @@ async fn run(mut env: Vec<(&'static str, String)>, json_logs: bool, db: Option<&
     let done = exercise_successes(&caller, &mut needles).await;
     exercise_errors(&caller, &mut needles, &done, db.map(TestDatabase::url)).await;
     drop(caller);
-    service.terminate();
+    service.signal(nix::sys::signal::Signal::SIGTERM);
     let (status, output) = service.finish(Duration::from_secs(30));
     assert_eq!(status.code(), Some(0), "exit status");
 

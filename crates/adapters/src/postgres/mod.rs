@@ -11,6 +11,15 @@
 //! when they are next taken from the pool, so the pool heals by itself when the database comes
 //! back; nothing needs a restart.
 //!
+//! The server does not notice a closed connection while it runs a statement or waits for a
+//! lock, nor at all when the network between the two is gone (a partition): the closing never
+//! reaches it. So every transaction bounds itself on the server too, with the same timeout
+//! (see `BOUND_TRANSACTION`): a statement that overruns it is cancelled, and a session left
+//! idle inside the transaction that long, whose client is gone, is ended and its locks
+//! released. Without that, a session abandoned in a partition keeps its namespace's lock until
+//! TCP keepalive notices (hours, by default), every write to that namespace times out on it,
+//! and each leaves one more session waiting behind it until the server runs out of connections.
+//!
 //! # Error classification
 //! A unique violation (SQLSTATE 23505) is the one expected database error: it means an id or
 //! access hash is taken, [`StoreError::Conflict`]. Errors that say the database cannot be
@@ -74,6 +83,8 @@ pub struct PoolStatus {
 pub struct PostgresStore {
     pool: Pool,
     timeout: Duration,
+    /// `timeout` as a PostgreSQL interval setting (`"5000ms"`), for `BOUND_TRANSACTION`.
+    server_timeout: String,
 }
 
 // The pool's configuration holds the connection URL's password, so `Debug` shows only what is
@@ -147,6 +158,7 @@ impl PostgresStore {
         Ok(Self {
             pool,
             timeout: options.timeout,
+            server_timeout: format!("{}ms", options.timeout.as_millis().max(1)),
         })
     }
 
@@ -266,6 +278,15 @@ const READ_NAMESPACE: &str = "\
 const GET_SECRET: &str = "\
     SELECT name_index, name_ct, value_ct, created_at, updated_at \
     FROM secrets WHERE namespace_id = $1 AND name_index = $2";
+
+// The first statement of every transaction but the migrations': the server ends, on its own,
+// what the service abandons at its deadline (see the module's `# Connections and failure`).
+// `set_config(.., true)` is `SET LOCAL`: it lasts as long as the transaction, so it leaves
+// nothing behind on a connection, also behind a pooler in transaction mode. It is sent in the
+// same round trip as the statements after it, and runs before them.
+const BOUND_TRANSACTION: &str = "\
+    SELECT set_config('statement_timeout', $1, true), \
+           set_config('idle_in_transaction_session_timeout', $1, true)";
 
 // Serialises the writers of one namespace (see the module's `# Concurrency`), and tells a
 // missing namespace (no row) from a present one.
@@ -467,14 +488,16 @@ impl SecretStore for PostgresStore {
         let max = i64::from(max_secrets);
         self.run(async |client| {
             let tx = client.transaction().await.map_err(db)?;
+            let bound = tx.prepare_cached(BOUND_TRANSACTION).await.map_err(db)?;
             let lock = tx.prepare_cached(LOCK_NAMESPACE).await.map_err(db)?;
             let upsert = tx.prepare_cached(UPSERT_SECRET).await.map_err(db)?;
-            // Both statements go out in one round trip (tokio-postgres pipelines requests that
-            // are polled together, and `join` first polls them in this order). The server still
+            // The statements go out in one round trip (tokio-postgres pipelines requests that
+            // are polled together, and `join3` first polls them in this order). The server still
             // runs them one after the other, so the upsert starts, and takes its snapshot, only
             // once the lock is held. When the namespace is missing the upsert fails on the
             // foreign key, aborting the transaction; the lock's empty answer says why.
-            let (locked, written) = futures_util::future::join(
+            let (bounded, locked, written) = futures_util::future::join3(
+                tx.query_one(&bound, &[&self.server_timeout]),
                 tx.query_opt(&lock, &[&id]),
                 tx.query_opt(
                     &upsert,
@@ -488,6 +511,7 @@ impl SecretStore for PostgresStore {
                 ),
             )
             .await;
+            bounded.map_err(db)?;
             if locked.map_err(db)?.is_none() {
                 return Err(StoreError::NamespaceNotFound);
             }
@@ -528,6 +552,7 @@ impl SecretStore for PostgresStore {
         let deletes: Vec<&[u8]> = deletes.iter().map(|index| index.0.as_slice()).collect();
         self.run(async |client| {
             let tx = client.transaction().await.map_err(db)?;
+            let bound = tx.prepare_cached(BOUND_TRANSACTION).await.map_err(db)?;
             let lock = tx.prepare_cached(LOCK_NAMESPACE).await.map_err(db)?;
             let count = tx.prepare_cached(COUNT_SECRETS).await.map_err(db)?;
             let delete = tx.prepare_cached(DELETE_SECRETS).await.map_err(db)?;
@@ -536,14 +561,19 @@ impl SecretStore for PostgresStore {
             // Pipelined as in `upsert_secret`: sent together, run in this order, each statement
             // after the lock with its own fresh snapshot. The count is the one before the patch,
             // the list the state after it, read inside this transaction.
-            let (locked, before, removed, upserted, after) = futures_util::future::join5(
-                tx.query_opt(&lock, &[&id]),
-                tx.query_one(&count, &[&id]),
-                tx.execute(&delete, &[&id, &deletes]),
-                tx.execute(&upsert, &[&id, &indexes, &names, &values]),
-                tx.query(&list, &[&id]),
+            // (`join` polls the bound first, then `join5` its five in order.)
+            let (bounded, (locked, before, removed, upserted, after)) = futures_util::future::join(
+                tx.query_one(&bound, &[&self.server_timeout]),
+                futures_util::future::join5(
+                    tx.query_opt(&lock, &[&id]),
+                    tx.query_one(&count, &[&id]),
+                    tx.execute(&delete, &[&id, &deletes]),
+                    tx.execute(&upsert, &[&id, &indexes, &names, &values]),
+                    tx.query(&list, &[&id]),
+                ),
             )
             .await;
+            bounded.map_err(db)?;
             if locked.map_err(db)?.is_none() {
                 return Err(StoreError::NamespaceNotFound);
             }

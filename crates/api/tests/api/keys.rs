@@ -219,9 +219,12 @@ async fn rotate_under_load<S: SecretStore>(url: &str, store: S) {
     );
 
     done.store(true, Ordering::Relaxed);
-    let reads = reader.await.expect("the reader saw no error");
-    let writes = writer.await.expect("the writer saw no error");
-    assert!(reads > 0 && writes > 0, "reads {reads}, writes {writes}");
+    let read_count = reader.await.expect("the reader saw no error");
+    let write_count = writer.await.expect("the writer saw no error");
+    assert!(
+        read_count > 0 && write_count > 0,
+        "reads {read_count}, writes {write_count}"
+    );
     drop(replica);
 
     // The old KEK is removed from the configuration: the service starts and everything reads.
@@ -253,7 +256,7 @@ async fn rotate_under_load<S: SecretStore>(url: &str, store: S) {
     .json()
     .await
     .expect("json");
-    assert_eq!(body, json!({"W": format!("write-{}", writes - 1)}));
+    assert_eq!(body, json!({"W": format!("write-{}", write_count - 1)}));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

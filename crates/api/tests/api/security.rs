@@ -92,7 +92,7 @@ use crate::helpers;
 
 fn encodings(plain: &str) -> Vec<String> {
     let bytes = plain.as_bytes();
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = secrets_api::wire::hex(bytes);
     vec![
         plain.to_owned(),
         hex,
@@ -149,7 +149,7 @@ async fn the_database_holds_no_plaintext_name_value_or_access_key() {
         let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(key)
             .expect("access keys are base64url");
-        let raw_hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        let raw_hex = secrets_api::wire::hex(&raw);
         for encoded in [key.clone(), raw_hex] {
             assert!(!dump.contains(&encoded), "access key found at rest");
         }

@@ -68,15 +68,11 @@ impl ServiceProcess {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
-    /// Sends SIGTERM.
+    /// Sends `signal` to the process.
     #[cfg(unix)]
-    pub fn terminate(&self) {
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
         let pid = i32::try_from(self.child.id()).expect("a pid fits an i32");
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .expect("send SIGTERM");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).expect("send a signal");
     }
 
     /// Waits for the process to exit, at most `within`; `None` when it is still running.

@@ -193,119 +193,115 @@ fn raised(url: &str) -> Vec<(String, String)> {
     )
 }
 
-/// Builds a namespace of 10,000 secrets in four patches, reads it whole, lists it, patches a
-/// fifth of it (updates, deletes and additions in one patch), reads one secret, deletes one,
-/// then deletes the namespace.
-async fn ten_thousand_secrets(client: &Client, base: &str) {
-    const SECRETS: usize = 10_000;
+/// One namespace of a service: requests to its routes.
+struct Namespace<'a> {
+    client: &'a Client,
+    base: &'a str,
+    key: String,
+}
+
+impl Namespace<'_> {
+    /// `method` on `/namespaces/{key}{suffix}`.
+    async fn send(&self, method: Method, suffix: &str, body: Option<&Value>) -> (u16, Value) {
+        let path = format!("/namespaces/{}{suffix}", self.key);
+        send(self.client, self.base, method, &path, body).await
+    }
+
+    /// Asserts that the namespace reads as exactly `expected`.
+    async fn assert_holds(&self, expected: &BTreeMap<String, Value>, when: &str) {
+        let (status, read) = self.send(Method::GET, "", None).await;
+        assert_eq!(status, 200, "{when}");
+        // Compared whole, but not printed whole: ten thousand values say nothing.
+        assert!(read == as_object(expected), "{when}: the read differs");
+    }
+}
+
+fn as_object(map: &BTreeMap<String, Value>) -> Value {
+    Value::Object(map.clone().into_iter().collect())
+}
+
+const LARGE: usize = 10_000;
+
+/// Builds a namespace of 10,000 secrets in four patches; reads it whole and lists it.
+async fn build_ten_thousand<'a>(
+    client: &'a Client,
+    base: &'a str,
+) -> (Namespace<'a>, BTreeMap<String, Value>) {
     const PATCHES: usize = 4;
-    let key = create_namespace(client, base).await;
-    let path = format!("/namespaces/{key}");
+    let namespace = Namespace {
+        client,
+        base,
+        key: create_namespace(client, base).await,
+    };
     let mut expected: BTreeMap<String, Value> = BTreeMap::new();
     for part in 0..PATCHES {
-        let patch: Map<String, Value> = (part * SECRETS / PATCHES..(part + 1) * SECRETS / PATCHES)
+        let changes: Map<String, Value> = (part * LARGE / PATCHES..(part + 1) * LARGE / PATCHES)
             .map(|i| {
-                (
-                    format!("SECRET_{i:05}"),
-                    json!(format!("value-{i}-{}", "x".repeat(i % 64))),
-                )
+                let value = format!("value-{i}-{}", "x".repeat(i % 64));
+                (format!("SECRET_{i:05}"), json!(value))
             })
             .collect();
-        expected.extend(patch.clone());
-        let (status, body) = send(
-            client,
-            base,
-            Method::PATCH,
-            &path,
-            Some(&Value::Object(patch)),
-        )
-        .await;
+        expected.extend(changes.clone());
+        let (status, body) = namespace
+            .send(Method::PATCH, "", Some(&Value::Object(changes)))
+            .await;
         assert_eq!(status, 200, "{}", body["error"]);
         assert_eq!(body.as_object().map(Map::len), Some(expected.len()));
     }
-    let as_object =
-        |map: &BTreeMap<String, Value>| Value::Object(map.clone().into_iter().collect());
-
-    let (status, read) = send(client, base, Method::GET, &path, None).await;
-    assert_eq!(status, 200);
-    assert!(
-        read == as_object(&expected),
-        "the read differs from what was written"
-    );
-    let listed = list_keys(client, base, &key).await;
+    namespace.assert_holds(&expected, "after the build").await;
+    let listed = list_keys(client, base, &namespace.key).await;
     let unique: BTreeSet<&String> = listed.iter().collect();
-    assert_eq!((listed.len(), unique.len()), (SECRETS, SECRETS));
+    assert_eq!((listed.len(), unique.len()), (LARGE, LARGE));
     assert!(unique.into_iter().eq(expected.keys()));
+    (namespace, expected)
+}
 
-    let mut patch = Map::new();
-    for i in (0..SECRETS).step_by(10) {
+/// Builds a namespace of 10,000 secrets, patches a fifth of it (updates, deletes and
+/// additions in one patch), reads one secret, deletes one, then deletes the namespace.
+async fn ten_thousand_secrets(client: &Client, base: &str) {
+    let (namespace, mut expected) = build_ten_thousand(client, base).await;
+
+    let mut changes = Map::new();
+    for i in (0..LARGE).step_by(10) {
         let updated = json!(format!("updated-{i}"));
-        patch.insert(format!("SECRET_{i:05}"), updated.clone());
+        changes.insert(format!("SECRET_{i:05}"), updated.clone());
         expected.insert(format!("SECRET_{i:05}"), updated);
-        patch.insert(format!("SECRET_{:05}", i + 1), Value::Null);
+        changes.insert(format!("SECRET_{:05}", i + 1), Value::Null);
         expected.remove(&format!("SECRET_{:05}", i + 1));
     }
     for j in 0..500 {
-        patch.insert(format!("EXTRA_{j}"), json!(format!("extra-{j}")));
+        changes.insert(format!("EXTRA_{j}"), json!(format!("extra-{j}")));
         expected.insert(format!("EXTRA_{j}"), json!(format!("extra-{j}")));
     }
-    let (status, body) = send(
-        client,
-        base,
-        Method::PATCH,
-        &path,
-        Some(&Value::Object(patch)),
-    )
-    .await;
+    let (status, body) = namespace
+        .send(Method::PATCH, "", Some(&Value::Object(changes)))
+        .await;
     assert_eq!(status, 200);
     assert!(body == as_object(&expected), "the patch's answer differs");
-    assert_eq!(expected.len(), SECRETS - 1000 + 500);
-    let (_, read) = send(client, base, Method::GET, &path, None).await;
-    assert!(
-        read == as_object(&expected),
-        "the read after the patch differs"
-    );
+    assert_eq!(expected.len(), LARGE - 1000 + 500);
+    namespace.assert_holds(&expected, "after the patch").await;
 
-    let (status, one) = send(
-        client,
-        base,
-        Method::GET,
-        &format!("{path}/secrets/SECRET_09990"),
-        None,
-    )
-    .await;
+    let (status, one) = namespace
+        .send(Method::GET, "/secrets/SECRET_09990", None)
+        .await;
     assert_eq!((status, &one["value"]), (200, &json!("updated-9990")));
-    let (status, _) = send(
-        client,
-        base,
-        Method::DELETE,
-        &format!("{path}/secrets/SECRET_09992"),
-        None,
-    )
-    .await;
+    let (status, _) = namespace
+        .send(Method::DELETE, "/secrets/SECRET_09992", None)
+        .await;
     assert_eq!(status, 204);
     expected.remove("SECRET_09992");
-    let (status, gone) = send(
-        client,
-        base,
-        Method::GET,
-        &format!("{path}/secrets/SECRET_09992"),
-        None,
-    )
-    .await;
+    let (status, gone) = namespace
+        .send(Method::GET, "/secrets/SECRET_09992", None)
+        .await;
     assert_eq!(
         (status, &gone["error"]["code"]),
         (404, &json!("secret_not_found"))
     );
-    let (_, read) = send(client, base, Method::GET, &path, None).await;
-    assert!(
-        read == as_object(&expected),
-        "the read after a delete differs"
-    );
+    namespace.assert_holds(&expected, "after a delete").await;
 
-    let (status, _) = send(client, base, Method::DELETE, &path, None).await;
+    let (status, _) = namespace.send(Method::DELETE, "", None).await;
     assert_eq!(status, 204);
-    let (status, _) = send(client, base, Method::GET, &path, None).await;
+    let (status, _) = namespace.send(Method::GET, "", None).await;
     assert_eq!(status, 404);
 }
 

@@ -26,16 +26,16 @@ use crate::support::{Rng, TOKEN, list_keys};
 /// What a test knows about one name.
 #[derive(Debug, Default)]
 struct Entry {
-    /// The state the last acknowledged write left (`Some(None)`: deleted); `None` before any.
-    acked: Option<Option<String>>,
+    /// The value the last acknowledged write left; `None` when that was a delete, or before
+    /// any write was acknowledged: either way, the name must be absent.
+    acked: Option<String>,
     /// States of writes sent after it whose outcome is unknown.
     unknown: Vec<Option<String>>,
 }
 
 impl Entry {
     fn allows(&self, found: Option<&str>) -> bool {
-        let acked = self.acked.as_ref().and_then(Option::as_deref);
-        found == acked || self.unknown.iter().any(|v| v.as_deref() == found)
+        found == self.acked.as_deref() || self.unknown.iter().any(|v| v.as_deref() == found)
     }
 }
 
@@ -75,7 +75,7 @@ impl Ledger {
         let entry = entries
             .entry((key.to_owned(), name.to_owned()))
             .or_default();
-        entry.acked = Some(value.map(str::to_owned));
+        entry.acked = value.map(str::to_owned);
         entry.unknown.clear();
     }
 
@@ -84,8 +84,8 @@ impl Ledger {
         lock(&self.namespaces).iter().cloned().collect()
     }
 
-    /// How many names have an acknowledged write.
-    pub fn acknowledged_names(&self) -> usize {
+    /// How many names the acknowledged writes left holding a value.
+    pub fn names_with_values(&self) -> usize {
         lock(&self.entries)
             .values()
             .filter(|e| e.acked.is_some())
@@ -110,10 +110,7 @@ impl Ledger {
                 problems.push(format!(
                     "{short}../{name}: read {}; acknowledged {}, possibly after it {:?}",
                     describe(value),
-                    entry
-                        .acked
-                        .as_ref()
-                        .map_or_else(|| "nothing".to_owned(), |v| describe(v.as_deref())),
+                    describe(entry.acked.as_deref()),
                     entry
                         .unknown
                         .iter()
@@ -387,6 +384,31 @@ impl Writer {
         }
         self
     }
+}
+
+/// Creates `count` namespaces through the service at `base`, asserting success, and enters
+/// them in the ledger.
+pub async fn tracked_namespaces(
+    client: &Client,
+    base: &str,
+    ledger: &Ledger,
+    count: usize,
+) -> Vec<String> {
+    let mut keys = Vec::new();
+    for _ in 0..count {
+        let response = client
+            .post(format!("{base}/namespaces"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status(), 201);
+        let body: Value = response.json().await.expect("json");
+        let key = body["accessKey"].as_str().expect("accessKey").to_owned();
+        ledger.namespace(&key);
+        keys.push(key);
+    }
+    keys
 }
 
 /// Creates namespaces one after another, each with one secret, until told to stop: creations

@@ -1,16 +1,35 @@
-//! A TCP proxy on 127.0.0.1 between the service and PostgreSQL, which a test cuts (the
-//! database is gone: new connections are refused, open ones are closed) and restores (the
-//! database is back, on the same address).
+//! A TCP proxy on 127.0.0.1 between the service and PostgreSQL, with the two ways a database
+//! goes away:
+//!
+//! - **cut**: the server is gone. New connections are refused and open ones are closed, so
+//!   both ends learn at once; `restore` listens again on the same port.
+//! - **partition**: the network in between goes silent. Nothing crosses any more, new
+//!   connections hang, and no end learns anything. `heal` ends it the way a partition that
+//!   outlasted TCP's retries ends: the service has long given up its connections (they are
+//!   closed on its side), while the server never hears of it, and its sessions stay open,
+//!   in whatever state they were in (idle inside a transaction, holding locks), until the
+//!   server itself ends them. New connections work again.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
-/// The proxy. Only `cut` and `restore` change what it does.
+/// The state of the network between the two ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Link {
+    Up,
+    Partitioned,
+}
+
+/// The proxy.
 pub struct Proxy {
     port: u16,
     upstream: String,
+    link: watch::Sender<Link>,
+    /// Server-side connections whose service side is gone: kept open, never read or written.
+    orphans: Arc<Mutex<Vec<TcpStream>>>,
     running: Option<Running>,
 }
 
@@ -33,6 +52,8 @@ impl Proxy {
         let mut proxy = Self {
             port,
             upstream,
+            link: watch::channel(Link::Up).0,
+            orphans: Arc::default(),
             running: None,
         };
         proxy.serve(listener);
@@ -41,16 +62,22 @@ impl Proxy {
 
     fn serve(&mut self, listener: TcpListener) {
         let connections = Arc::new(Mutex::new(JoinSet::new()));
-        let upstream = self.upstream.clone();
         let accept = tokio::spawn({
             let connections = Arc::clone(&connections);
+            let upstream = self.upstream.clone();
+            let link = self.link.subscribe();
+            let orphans = Arc::clone(&self.orphans);
             async move {
                 while let Ok((inbound, _)) = listener.accept().await {
-                    let mut connections = connections
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let mut connections =
+                        connections.lock().unwrap_or_else(PoisonError::into_inner);
                     while connections.try_join_next().is_some() {}
-                    connections.spawn(relay(inbound, upstream.clone()));
+                    connections.spawn(relay(
+                        inbound,
+                        upstream.clone(),
+                        link.clone(),
+                        Arc::clone(&orphans),
+                    ));
                 }
             }
         });
@@ -71,12 +98,12 @@ impl Proxy {
             &mut *running
                 .connections
                 .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
+                .unwrap_or_else(PoisonError::into_inner),
         );
         connections.shutdown().await;
     }
 
-    /// Brings the database back on the same port.
+    /// Brings the database back on the same port after a cut.
     pub async fn restore(&mut self) {
         assert!(self.running.is_none(), "the proxy is not cut");
         // Tokio listeners set SO_REUSEADDR, so the port is free again at once.
@@ -85,21 +112,59 @@ impl Proxy {
             .expect("listen on the proxy's port again");
         self.serve(listener);
     }
+
+    /// Silences the network (see the module's doc).
+    pub fn partition(&self) {
+        self.link.send_replace(Link::Partitioned);
+    }
+
+    /// Ends the partition (see the module's doc).
+    pub fn heal(&self) {
+        self.link.send_replace(Link::Up);
+    }
 }
 
 impl Drop for Proxy {
     fn drop(&mut self) {
         if let Some(running) = self.running.take() {
             running.accept.abort();
+            if let Ok(mut connections) = running.connections.lock() {
+                connections.abort_all();
+            }
         }
     }
 }
 
-async fn relay(mut inbound: TcpStream, upstream: String) {
+async fn relay(
+    mut inbound: TcpStream,
+    upstream: String,
+    mut link: watch::Receiver<Link>,
+    orphans: Arc<Mutex<Vec<TcpStream>>>,
+) {
+    let partitioned = async |link: &mut watch::Receiver<Link>| {
+        let _ = link.wait_for(|l| *l == Link::Partitioned).await;
+    };
+    if *link.borrow_and_update() == Link::Partitioned {
+        // Accepted in the partition: it hangs until the partition ends, by which time the
+        // service has given up on it.
+        let _ = link.wait_for(|l| *l == Link::Up).await;
+        return;
+    }
     let Ok(mut outbound) = TcpStream::connect(&upstream).await else {
         return;
     };
-    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+    let partition = tokio::select! {
+        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => false,
+        () = partitioned(&mut link) => true,
+    };
+    if partition {
+        let _ = link.wait_for(|l| *l == Link::Up).await;
+        drop(inbound);
+        orphans
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(outbound);
+    }
 }
 
 /// A PostgreSQL URL split around its `host:port`: the upstream address, and the same URL with

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use reqwest::{Client, Method, StatusCode};
 use secrets_adapters::crypto::Kek;
@@ -63,24 +63,40 @@ impl Cluster {
     }
 }
 
-/// Asserts that reading namespace `key` through replica `n` answers `status` (and `expected`
-/// when it is a success).
-async fn assert_reads(
-    cluster: &Cluster,
-    n: usize,
-    key: &str,
-    status: u16,
-    expected: &Value,
-    what: &str,
-) {
-    let (got, body) = cluster
-        .call(n, Method::GET, &format!("/namespaces/{key}"), None)
-        .await;
-    assert_eq!(got, status, "{what}, read on replica {n}: {body}");
-    if status == 200 {
-        assert_eq!(&body, expected, "{what}, read on replica {n}");
-    } else {
-        assert_eq!(body["error"]["code"], "namespace_not_found", "{what}");
+impl Cluster {
+    /// Makes a change through replica `by`, asserting that it answers `status`; answers the
+    /// body.
+    async fn change(
+        &self,
+        by: usize,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        status: u16,
+    ) -> Value {
+        let (got, body) = self.call(by, method.clone(), path, body).await;
+        assert_eq!(got, status, "{method} {path} on replica {by}: {body}");
+        body
+    }
+
+    /// Asserts that every replica but `except` reads namespace `key` as `expected` on its very
+    /// next request (`None`: 404 `namespace_not_found`).
+    async fn all_read(&self, except: usize, key: &str, expected: Option<&Value>, after: &str) {
+        for n in (0..self.nodes.len()).filter(|n| *n != except) {
+            let (status, body) = self
+                .call(n, Method::GET, &format!("/namespaces/{key}"), None)
+                .await;
+            match expected {
+                Some(expected) => {
+                    assert_eq!(status, 200, "{after}, read on replica {n}: {body}");
+                    assert_eq!(&body, expected, "{after}, read on replica {n}");
+                }
+                None => {
+                    assert_eq!(status, 404, "{after}, read on replica {n}: {body}");
+                    assert_eq!(body["error"]["code"], "namespace_not_found", "{after}");
+                }
+            }
+        }
     }
 }
 
@@ -92,134 +108,74 @@ async fn a_change_made_through_one_replica_is_seen_through_the_others_at_once() 
     // Each replica takes each role once: the one that changes, and the others that must see
     // the change on their very next request, right after having served the old state (so
     // that any cache would now be stale).
-    for changer in 0..3 {
-        let others: Vec<usize> = (0..3).filter(|n| *n != changer).collect();
-        let what = |action: &str| format!("{action} on replica {changer}");
+    for by in 0..3 {
+        let key = cluster.create_namespace(by).await;
+        let path = format!("/namespaces/{key}");
+        cluster
+            .all_read(by, &key, Some(&json!({})), &format!("created on {by}"))
+            .await;
 
-        let key = cluster.create_namespace(changer).await;
-        for &n in &others {
-            assert_reads(&cluster, n, &key, 200, &json!({}), &what("created")).await;
-        }
+        let body = json!({"key": "TOKEN", "value": "one"});
+        cluster
+            .change(by, Method::POST, &path, Some(body), 201)
+            .await;
+        let expected = json!({"TOKEN": "one"});
+        cluster
+            .all_read(by, &key, Some(&expected), &format!("written on {by}"))
+            .await;
 
-        let (status, _) = cluster
-            .call(
-                changer,
-                Method::POST,
-                &format!("/namespaces/{key}"),
-                Some(json!({"key": "TOKEN", "value": "one"})),
-            )
+        let body = json!({"TOKEN": "two", "OTHER": "x"});
+        cluster
+            .change(by, Method::PATCH, &path, Some(body), 200)
             .await;
-        assert_eq!(status, 201);
-        for &n in &others {
-            assert_reads(
-                &cluster,
-                n,
-                &key,
-                200,
-                &json!({"TOKEN": "one"}),
-                &what("written"),
-            )
+        let expected = json!({"TOKEN": "two", "OTHER": "x"});
+        cluster
+            .all_read(by, &key, Some(&expected), &format!("patched on {by}"))
             .await;
-        }
-        let (status, _) = cluster
-            .call(
-                changer,
-                Method::PATCH,
-                &format!("/namespaces/{key}"),
-                Some(json!({"TOKEN": "two", "OTHER": "x"})),
-            )
-            .await;
-        assert_eq!(status, 200);
-        for &n in &others {
-            let expected = json!({"TOKEN": "two", "OTHER": "x"});
-            assert_reads(&cluster, n, &key, 200, &expected, &what("patched")).await;
-        }
-        let (status, _) = cluster
-            .call(
-                changer,
-                Method::DELETE,
-                &format!("/namespaces/{key}/secrets/OTHER"),
-                None,
-            )
-            .await;
-        assert_eq!(status, 204);
-        for &n in &others {
-            assert_reads(
-                &cluster,
-                n,
-                &key,
-                200,
-                &json!({"TOKEN": "two"}),
-                &what("secret deleted"),
-            )
-            .await;
-        }
 
-        // The access key is replaced: the old one is refused everywhere at once.
-        let (status, body) = cluster
-            .call(
-                changer,
-                Method::POST,
-                &format!("/namespaces/{key}/access-key"),
-                None,
-            )
+        let secret = format!("{path}/secrets/OTHER");
+        cluster.change(by, Method::DELETE, &secret, None, 204).await;
+        let expected = json!({"TOKEN": "two"});
+        let after = format!("secret deleted on {by}");
+        cluster.all_read(by, &key, Some(&expected), &after).await;
+
+        // The access key is replaced: the old one is refused everywhere at once, for reads
+        // and writes, and the new one works everywhere.
+        let rotate = format!("{path}/access-key");
+        let answer = cluster.change(by, Method::POST, &rotate, None, 201).await;
+        let new_key = answer["accessKey"].as_str().expect("accessKey").to_owned();
+        let after = format!("access key replaced on {by}");
+        cluster.all_read(by, &key, None, &after).await;
+        cluster
+            .all_read(by, &new_key, Some(&expected), &after)
             .await;
-        assert_eq!(status, 201);
-        let new_key = body["accessKey"].as_str().expect("accessKey").to_owned();
         for n in 0..3 {
-            assert_reads(
-                &cluster,
-                n,
-                &key,
-                404,
-                &Value::Null,
-                &what("old access key"),
-            )
-            .await;
-            let (status, _) = cluster
-                .call(
-                    n,
-                    Method::POST,
-                    &format!("/namespaces/{key}"),
-                    Some(json!({"key": "LATE", "value": "write"})),
-                )
+            let late = json!({"key": "LATE", "value": "write"});
+            cluster
+                .change(n, Method::POST, &path, Some(late), 404)
                 .await;
-            assert_eq!(status, 404, "{}: a write with the old key", what("rotated"));
-            assert_reads(
-                &cluster,
-                n,
-                &new_key,
-                200,
-                &json!({"TOKEN": "two"}),
-                &what("new access key"),
-            )
-            .await;
         }
 
         // The namespace is deleted through another replica than the one that made it.
-        let deleter = others[0];
-        let (status, _) = cluster
-            .call(
-                deleter,
-                Method::DELETE,
-                &format!("/namespaces/{new_key}"),
-                None,
-            )
+        let deleter = (by + 1) % 3;
+        let path = format!("/namespaces/{new_key}");
+        cluster
+            .change(deleter, Method::DELETE, &path, None, 204)
             .await;
-        assert_eq!(status, 204);
+        cluster
+            .all_read(deleter, &new_key, None, &format!("deleted on {deleter}"))
+            .await;
         for n in (0..3).filter(|n| *n != deleter) {
-            let what = format!("deleted on replica {deleter}");
-            assert_reads(&cluster, n, &new_key, 404, &Value::Null, &what).await;
-            for (method, path) in [
-                (Method::GET, format!("/namespaces/{new_key}/keys")),
-                (Method::GET, format!("/namespaces/{new_key}/secrets/TOKEN")),
-                (Method::POST, format!("/namespaces/{new_key}")),
-            ] {
-                let body = (method == Method::POST).then(|| json!({"key": "K", "value": "v"}));
-                let (status, body) = cluster.call(n, method.clone(), &path, body).await;
-                assert_eq!(status, 404, "{what}: {method} on replica {n}");
-                assert_eq!(body["error"]["code"], "namespace_not_found");
-            }
+            let write = json!({"key": "K", "value": "v"});
+            cluster
+                .change(n, Method::GET, &format!("{path}/keys"), None, 404)
+                .await;
+            cluster
+                .change(n, Method::GET, &format!("{path}/secrets/TOKEN"), None, 404)
+                .await;
+            cluster
+                .change(n, Method::POST, &path, Some(write), 404)
+                .await;
         }
     }
     let sql = sql(db.url()).await;
@@ -358,7 +314,7 @@ async fn concurrent_writers_across_replicas_end_in_last_writer_wins_with_one_row
 }
 
 /// Namespaces written under the old KEK before the rotation, and how many of them hold a secret.
-const ROTATED_SEEDED: usize = 600;
+const ROTATED_SEEDED: usize = 2400;
 const ROTATED_WITH_SECRETS: usize = 30;
 
 /// Reads seeded namespaces through replica `replica` until `stop`, each exactly as written.
@@ -507,6 +463,15 @@ async fn rotate_kek_runs_while_three_replicas_serve_without_a_client_seeing_an_e
         )));
     }
 
+    // The clients are under way before the rotation starts.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while served.load(Ordering::Relaxed) < 30 {
+        assert!(
+            Instant::now() < deadline,
+            "the clients are not being served"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     // Small batches, so that the run takes many transactions while the clients keep going.
     let served_before = served.load(Ordering::Relaxed);
     let rotation = run_command(both.clone(), &["rotate-kek", "--batch-size", "25"]).await;
@@ -525,6 +490,7 @@ async fn rotate_kek_runs_while_three_replicas_serve_without_a_client_seeing_an_e
     for client in clients {
         client.await.expect("a client saw an error");
     }
+    eprintln!("{served_during} client requests served while rotate-kek ran");
     assert!(
         served_during > 0,
         "the clients were served while the rotation ran"

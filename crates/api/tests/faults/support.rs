@@ -18,7 +18,7 @@ pub const NEW_KEK: &str = "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
 pub const TOKEN: &str = "faults-service-token-0123456789";
 
 /// How long a debug build on a loaded two-core machine may take to start.
-const START_TIMEOUT: Duration = Duration::from_secs(60);
+const START_TIMEOUT: Duration = Duration::from_mins(1);
 
 /// A setting the soak run turns up: the environment variable `name`, or `default`.
 pub fn knob(name: &str, default: u64) -> u64 {
@@ -65,11 +65,6 @@ impl Rng {
     /// A number in `low..=high`.
     pub fn between(&mut self, low: u64, high: u64) -> u64 {
         low + self.next_u64() % (high - low + 1)
-    }
-
-    /// True with probability `percent` / 100.
-    pub fn percent(&mut self, percent: u64) -> bool {
-        self.next_u64() % 100 < percent
     }
 
     /// An index into a slice of `len` elements.
