@@ -64,9 +64,8 @@ impl Cluster {
 }
 
 impl Cluster {
-    /// Makes a change through replica `by`, asserting that it answers `status`; answers the
-    /// body.
-    async fn change(
+    /// Sends a request to replica `by`, asserting that it answers `status`; answers the body.
+    async fn call_expecting(
         &self,
         by: usize,
         method: Method,
@@ -86,15 +85,12 @@ impl Cluster {
             let (status, body) = self
                 .call(n, Method::GET, &format!("/namespaces/{key}"), None)
                 .await;
-            match expected {
-                Some(expected) => {
-                    assert_eq!(status, 200, "{after}, read on replica {n}: {body}");
-                    assert_eq!(&body, expected, "{after}, read on replica {n}");
-                }
-                None => {
-                    assert_eq!(status, 404, "{after}, read on replica {n}: {body}");
-                    assert_eq!(body["error"]["code"], "namespace_not_found", "{after}");
-                }
+            if let Some(expected) = expected {
+                assert_eq!(status, 200, "{after}, read on replica {n}: {body}");
+                assert_eq!(&body, expected, "{after}, read on replica {n}");
+            } else {
+                assert_eq!(status, 404, "{after}, read on replica {n}: {body}");
+                assert_eq!(body["error"]["code"], "namespace_not_found", "{after}");
             }
         }
     }
@@ -117,7 +113,7 @@ async fn a_change_made_through_one_replica_is_seen_through_the_others_at_once() 
 
         let body = json!({"key": "TOKEN", "value": "one"});
         cluster
-            .change(by, Method::POST, &path, Some(body), 201)
+            .call_expecting(by, Method::POST, &path, Some(body), 201)
             .await;
         let expected = json!({"TOKEN": "one"});
         cluster
@@ -126,7 +122,7 @@ async fn a_change_made_through_one_replica_is_seen_through_the_others_at_once() 
 
         let body = json!({"TOKEN": "two", "OTHER": "x"});
         cluster
-            .change(by, Method::PATCH, &path, Some(body), 200)
+            .call_expecting(by, Method::PATCH, &path, Some(body), 200)
             .await;
         let expected = json!({"TOKEN": "two", "OTHER": "x"});
         cluster
@@ -134,7 +130,9 @@ async fn a_change_made_through_one_replica_is_seen_through_the_others_at_once() 
             .await;
 
         let secret = format!("{path}/secrets/OTHER");
-        cluster.change(by, Method::DELETE, &secret, None, 204).await;
+        cluster
+            .call_expecting(by, Method::DELETE, &secret, None, 204)
+            .await;
         let expected = json!({"TOKEN": "two"});
         let after = format!("secret deleted on {by}");
         cluster.all_read(by, &key, Some(&expected), &after).await;
@@ -142,7 +140,9 @@ async fn a_change_made_through_one_replica_is_seen_through_the_others_at_once() 
         // The access key is replaced: the old one is refused everywhere at once, for reads
         // and writes, and the new one works everywhere.
         let rotate = format!("{path}/access-key");
-        let answer = cluster.change(by, Method::POST, &rotate, None, 201).await;
+        let answer = cluster
+            .call_expecting(by, Method::POST, &rotate, None, 201)
+            .await;
         let new_key = answer["accessKey"].as_str().expect("accessKey").to_owned();
         let after = format!("access key replaced on {by}");
         cluster.all_read(by, &key, None, &after).await;
@@ -152,7 +152,7 @@ async fn a_change_made_through_one_replica_is_seen_through_the_others_at_once() 
         for n in 0..3 {
             let late = json!({"key": "LATE", "value": "write"});
             cluster
-                .change(n, Method::POST, &path, Some(late), 404)
+                .call_expecting(n, Method::POST, &path, Some(late), 404)
                 .await;
         }
 
@@ -160,7 +160,7 @@ async fn a_change_made_through_one_replica_is_seen_through_the_others_at_once() 
         let deleter = (by + 1) % 3;
         let path = format!("/namespaces/{new_key}");
         cluster
-            .change(deleter, Method::DELETE, &path, None, 204)
+            .call_expecting(deleter, Method::DELETE, &path, None, 204)
             .await;
         cluster
             .all_read(deleter, &new_key, None, &format!("deleted on {deleter}"))
@@ -168,13 +168,13 @@ async fn a_change_made_through_one_replica_is_seen_through_the_others_at_once() 
         for n in (0..3).filter(|n| *n != deleter) {
             let write = json!({"key": "K", "value": "v"});
             cluster
-                .change(n, Method::GET, &format!("{path}/keys"), None, 404)
+                .call_expecting(n, Method::GET, &format!("{path}/keys"), None, 404)
                 .await;
             cluster
-                .change(n, Method::GET, &format!("{path}/secrets/TOKEN"), None, 404)
+                .call_expecting(n, Method::GET, &format!("{path}/secrets/TOKEN"), None, 404)
                 .await;
             cluster
-                .change(n, Method::POST, &path, Some(write), 404)
+                .call_expecting(n, Method::POST, &path, Some(write), 404)
                 .await;
         }
     }
@@ -190,50 +190,38 @@ struct Timed {
     answered: Instant,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_writers_across_replicas_end_in_last_writer_wins_with_one_row_per_name() {
-    const NAMES: usize = 6;
+/// Every acknowledged write, by name.
+type Writes = BTreeMap<String, Vec<Timed>>;
+
+const RACED_NAMES: usize = 6;
+
+/// Four writers per replica, each writing 40 times to names of `key` chosen at random; every
+/// write must be acknowledged.
+async fn race_over_replicas(cluster: &Arc<Cluster>, key: &str, rng: &mut Rng) -> Writes {
     const TASKS_PER_REPLICA: usize = 4;
     const WRITES_PER_TASK: usize = 40;
-    let mut rng = Rng::from_env(
-        "concurrent_writers_across_replicas_end_in_last_writer_wins_with_one_row_per_name",
-    );
-    let scratch = Scratch::new("replicas-lww");
-    let db = TestDatabase::create().await;
-    let cluster = Arc::new(Cluster::start(&scratch, &service_env(db.url(), &[])).await);
-    let key = cluster.create_namespace(0).await;
-    let writes: Arc<Mutex<BTreeMap<String, Vec<Timed>>>> = Arc::default();
-
+    let writes: Arc<Mutex<Writes>> = Arc::default();
     let mut tasks = Vec::new();
     for replica in 0..3 {
         for task in 0..TASKS_PER_REPLICA {
-            let (cluster, writes, key) = (Arc::clone(&cluster), Arc::clone(&writes), key.clone());
-            let mut rng = rng.fork();
+            let (cluster, writes) = (Arc::clone(cluster), Arc::clone(&writes));
+            let (path, mut rng) = (format!("/namespaces/{key}"), rng.fork());
             tasks.push(tokio::spawn(async move {
                 for seq in 0..WRITES_PER_TASK {
-                    let name = format!("NAME_{}", rng.index(NAMES));
+                    let name = format!("NAME_{}", rng.index(RACED_NAMES));
                     let value = format!("replica{replica}-task{task}-{seq}");
+                    let body = json!({"key": name, "value": value});
                     let sent = Instant::now();
-                    let (status, body) = cluster
-                        .call(
-                            replica,
-                            Method::POST,
-                            &format!("/namespaces/{key}"),
-                            Some(json!({"key": name, "value": value})),
-                        )
+                    cluster
+                        .call_expecting(replica, Method::POST, &path, Some(body), 201)
                         .await;
                     let answered = Instant::now();
-                    assert_eq!(status, 201, "{body}");
-                    writes
-                        .lock()
-                        .expect("writes")
-                        .entry(name)
-                        .or_default()
-                        .push(Timed {
-                            value,
-                            sent,
-                            answered,
-                        });
+                    let mut writes = writes.lock().expect("writes");
+                    writes.entry(name).or_default().push(Timed {
+                        value,
+                        sent,
+                        answered,
+                    });
                 }
             }));
         }
@@ -241,15 +229,28 @@ async fn concurrent_writers_across_replicas_end_in_last_writer_wins_with_one_row
     for task in tasks {
         task.await.expect("a writer failed");
     }
+    std::mem::take(&mut *writes.lock().expect("writes"))
+}
 
-    let writes = writes.lock().expect("writes");
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_across_replicas_end_in_last_writer_wins_with_one_row_per_name() {
+    let mut rng = Rng::from_env(
+        "concurrent_writers_across_replicas_end_in_last_writer_wins_with_one_row_per_name",
+    );
+    let scratch = Scratch::new("replicas-lww");
+    let db = TestDatabase::create().await;
+    let cluster = Arc::new(Cluster::start(&scratch, &service_env(db.url(), &[])).await);
+    let key = cluster.create_namespace(0).await;
+    let path = format!("/namespaces/{key}");
+    let writes = race_over_replicas(&cluster, &key, &mut rng).await;
+
     let mut reads = Vec::new();
     for n in 0..3 {
-        let (status, body) = cluster
-            .call(n, Method::GET, &format!("/namespaces/{key}"), None)
-            .await;
-        assert_eq!(status, 200);
-        reads.push(body);
+        reads.push(
+            cluster
+                .call_expecting(n, Method::GET, &path, None, 200)
+                .await,
+        );
     }
     assert!(
         reads.iter().all(|r| r == &reads[0]),
@@ -257,7 +258,7 @@ async fn concurrent_writers_across_replicas_end_in_last_writer_wins_with_one_row
     );
     let read = reads[0].as_object().expect("an object");
     assert_eq!(read.len(), writes.len(), "one secret per name written");
-    for (name, timed) in writes.iter() {
+    for (name, timed) in &writes {
         let value = read[name].as_str().expect("a value");
         let winner = timed
             .iter()
@@ -287,28 +288,17 @@ async fn concurrent_writers_across_replicas_end_in_last_writer_wins_with_one_row
 
     // And in sequence, across replicas: each write replaces the one before, wherever it ran.
     for (n, value) in ["first", "second", "third"].iter().enumerate() {
-        let (status, body) = cluster
-            .call(
-                n,
-                Method::POST,
-                &format!("/namespaces/{key}"),
-                Some(json!({"key": "NAME_0", "value": value})),
-            )
+        let body = json!({"key": "NAME_0", "value": value});
+        let answer = cluster
+            .call_expecting(n, Method::POST, &path, Some(body), 201)
             .await;
-        assert_eq!(
-            (status.as_u16(), body["created"].as_bool()),
-            (201, Some(false))
-        );
+        assert_eq!(answer["created"], false);
         for m in 0..3 {
-            let (_, body) = cluster
-                .call(
-                    m,
-                    Method::GET,
-                    &format!("/namespaces/{key}/secrets/NAME_0"),
-                    None,
-                )
+            let one = format!("{path}/secrets/NAME_0");
+            let secret = cluster
+                .call_expecting(m, Method::GET, &one, None, 200)
                 .await;
-            assert_eq!(body["value"], *value, "written on {n}, read on {m}");
+            assert_eq!(secret["value"], *value, "written on {n}, read on {m}");
         }
     }
 }
@@ -389,6 +379,67 @@ async fn run_command(env: Vec<(String, String)>, args: &[&str]) -> std::process:
     .expect("the command's thread")
 }
 
+/// Namespaces written under the old KEK by three replicas that know only it.
+async fn seed_under_the_old_kek(scratch: &Scratch, db: &TestDatabase) -> Vec<String> {
+    let old = Cluster::start(scratch, &service_env(db.url(), &[])).await;
+    let mut keys: Vec<String> = Vec::new();
+    for batch in 0..ROTATED_SEEDED / 300 {
+        let body = json!({"count": 300});
+        let answer = old
+            .call_expecting(batch % 3, Method::POST, "/namespaces/bulk", Some(body), 201)
+            .await;
+        let created = answer["accessKeys"].as_array().expect("keys");
+        keys.extend(
+            created
+                .iter()
+                .map(|k| k.as_str().expect("a key").to_owned()),
+        );
+    }
+    for (i, key) in keys.iter().take(ROTATED_WITH_SECRETS).enumerate() {
+        let body = json!({"key": "S", "value": format!("value-{i}")});
+        let path = format!("/namespaces/{key}");
+        old.call_expecting(i % 3, Method::POST, &path, Some(body), 201)
+            .await;
+    }
+    keys
+}
+
+/// Nothing is wrapped under the old key any more: `check` passes with the new key alone, and
+/// a replica that knows only the new key reads every seeded secret.
+async fn assert_all_under_the_new_kek(scratch: &Scratch, db: &TestDatabase, keys: &[String]) {
+    let new_only = service_env(db.url(), &[("KEY_ENCRYPTION_KEY", NEW_KEK.to_owned())]);
+    let check = run_command(new_only.clone(), &["check"]).await;
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let new_id = Kek::from_base64(NEW_KEK).expect("kek").key_id();
+    let sql = sql(db.url()).await;
+    let rows = sql
+        .query_one(
+            "SELECT count(*) FROM namespaces WHERE kek_id <> $1",
+            &[&new_id.as_str()],
+        )
+        .await
+        .expect("count");
+    assert_eq!(rows.get::<_, i64>(0), 0);
+    let fresh = Node::start(scratch, &new_only).await;
+    let client = client();
+    for (i, key) in keys.iter().take(ROTATED_WITH_SECRETS).enumerate() {
+        let body: Value = client
+            .get(fresh.url(&format!("/namespaces/{key}")))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("sent")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(body, json!({"S": format!("value-{i}")}));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotate_kek_runs_while_three_replicas_serve_without_a_client_seeing_an_error() {
     let mut rng = Rng::from_env(
@@ -397,40 +448,7 @@ async fn rotate_kek_runs_while_three_replicas_serve_without_a_client_seeing_an_e
     let scratch = Scratch::new("replicas-kek");
     let db = TestDatabase::create().await;
 
-    // Data written under the old KEK.
-    let mut keys: Vec<String> = Vec::new();
-    {
-        let old = Cluster::start(&scratch, &service_env(db.url(), &[])).await;
-        for batch in 0..ROTATED_SEEDED / 300 {
-            let (status, body) = old
-                .call(
-                    batch % 3,
-                    Method::POST,
-                    "/namespaces/bulk",
-                    Some(json!({"count": 300})),
-                )
-                .await;
-            assert_eq!(status, 201);
-            keys.extend(
-                body["accessKeys"]
-                    .as_array()
-                    .expect("keys")
-                    .iter()
-                    .map(|k| k.as_str().expect("a key").to_owned()),
-            );
-        }
-        for (i, key) in keys.iter().take(ROTATED_WITH_SECRETS).enumerate() {
-            let (status, _) = old
-                .call(
-                    i % 3,
-                    Method::POST,
-                    &format!("/namespaces/{key}"),
-                    Some(json!({"key": "S", "value": format!("value-{i}")})),
-                )
-                .await;
-            assert_eq!(status, 201);
-        }
-    }
+    let keys = seed_under_the_old_kek(&scratch, &db).await;
 
     // Every replica now has the new KEK active and the old one retired (docs/operations.md).
     let both = service_env(
@@ -496,37 +514,5 @@ async fn rotate_kek_runs_while_three_replicas_serve_without_a_client_seeing_an_e
         "the clients were served while the rotation ran"
     );
 
-    // Nothing is wrapped under the old key any more: `check` passes with the new key alone,
-    // and a replica that knows only the new key reads every seeded secret.
-    let new_only = service_env(db.url(), &[("KEY_ENCRYPTION_KEY", NEW_KEK.to_owned())]);
-    let check = run_command(new_only.clone(), &["check"]).await;
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
-    let new_id = Kek::from_base64(NEW_KEK).expect("kek").key_id();
-    let sql = sql(db.url()).await;
-    let rows = sql
-        .query_one(
-            "SELECT count(*) FROM namespaces WHERE kek_id <> $1",
-            &[&new_id.as_str()],
-        )
-        .await
-        .expect("count");
-    assert_eq!(rows.get::<_, i64>(0), 0);
-    let fresh = Node::start(&scratch, &new_only).await;
-    for (i, key) in keys.iter().take(ROTATED_WITH_SECRETS).enumerate() {
-        let body: Value = cluster
-            .client
-            .get(fresh.url(&format!("/namespaces/{key}")))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .expect("sent")
-            .json()
-            .await
-            .expect("json");
-        assert_eq!(body, json!({"S": format!("value-{i}")}));
-    }
+    assert_all_under_the_new_kek(&scratch, &db, &keys).await;
 }
