@@ -39,3 +39,12 @@ fuzz:
 	PROPTEST_CASES=$(PROPTEST_CASES) $(CARGO) test --locked -p secrets-adapters --test crypto_props
 	PROPTEST_CASES=$(PROPTEST_CASES) $(CARGO) test --locked -p secrets-api --test parsing_props
 	scripts/fuzz-http.sh
+
+## soak: the fault tests at length, release build: many SIGKILL rounds per store, outages, limit races
+.PHONY: soak
+SOAK_CRASH_ROUNDS ?= 30
+SOAK_OUTAGES ?= 8
+SOAK_LIMIT_RACES ?= 10
+soak:
+	FAULTS_CRASH_ROUNDS=$(SOAK_CRASH_ROUNDS) FAULTS_OUTAGES=$(SOAK_OUTAGES) FAULTS_LIMIT_RACES=$(SOAK_LIMIT_RACES) \
+	  scripts/with-postgres.sh $(CARGO) test --release --locked -p secrets-api --test faults -- --test-threads=1
