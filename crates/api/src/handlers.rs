@@ -64,6 +64,7 @@ async fn json_body<S>(
         (status = 401, description = "`unauthorized`: missing or wrong service token.", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: the body (or a value) is over its limit.", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: the body is not JSON.", body = ErrorBody),
+        (status = 408, description = "`request_timeout`: the body did not arrive within `server.body_timeout_ms`.", body = ErrorBody),
         (status = 500, description = "`integrity_error`: stored data failed its integrity check; `internal`: a bug.", body = ErrorBody),
         (status = 503, description = "`unavailable`: the store cannot be reached; retry later.", body = ErrorBody),
     )
@@ -97,6 +98,7 @@ pub async fn create_namespace<S: SecretStore>(
         (status = 401, description = "`unauthorized`: missing or wrong service token.", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: the body (or a value) is over its limit.", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: the body is not JSON.", body = ErrorBody),
+        (status = 408, description = "`request_timeout`: the body did not arrive within `server.body_timeout_ms`.", body = ErrorBody),
         (status = 500, description = "`integrity_error`: stored data failed its integrity check; `internal`: a bug.", body = ErrorBody),
         (status = 503, description = "`unavailable`: the store cannot be reached; retry later.", body = ErrorBody),
     )
@@ -156,6 +158,7 @@ pub async fn read_namespace<S: SecretStore>(
         (status = 409, description = "`namespace_full`: the namespace holds its maximum number of secrets.", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: the body (or a value) is over its limit.", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: the body is not JSON.", body = ErrorBody),
+        (status = 408, description = "`request_timeout`: the body did not arrive within `server.body_timeout_ms`.", body = ErrorBody),
         (status = 500, description = "`integrity_error`: stored data failed its integrity check; `internal`: a bug.", body = ErrorBody),
         (status = 503, description = "`unavailable`: the store cannot be reached; retry later.", body = ErrorBody),
     )
@@ -192,6 +195,7 @@ pub async fn put_secret<S: SecretStore>(
         (status = 409, description = "`namespace_full`: the namespace holds its maximum number of secrets.", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: the body (or a value) is over its limit.", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: the body is not JSON.", body = ErrorBody),
+        (status = 408, description = "`request_timeout`: the body did not arrive within `server.body_timeout_ms`.", body = ErrorBody),
         (status = 500, description = "`integrity_error`: stored data failed its integrity check; `internal`: a bug.", body = ErrorBody),
         (status = 503, description = "`unavailable`: the store cannot be reached; retry later.", body = ErrorBody),
     )

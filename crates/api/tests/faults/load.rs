@@ -178,7 +178,7 @@ pub struct Load {
     pub ledger: Arc<Ledger>,
     /// Acknowledged requests so far; tests wait on it for "after N acknowledged writes".
     pub acks: watch::Sender<u64>,
-    pub report: Mutex<Report>,
+    report: Mutex<Report>,
     /// Tells the writers to finish after their current request.
     pub stop: AtomicBool,
     /// The service was killed on purpose: a request that gets no answer ends its writer
