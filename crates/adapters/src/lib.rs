@@ -10,6 +10,19 @@
 //! Each store applies its own migrations from `migrations/<store>/`, embedded at build time so
 //! the one binary carries them.
 
+/// A store's connection pool state, for metrics (both stores report the same shape).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolStatus {
+    /// The most connections the pool opens.
+    pub max_size: usize,
+    /// The connections open now, in use or idle.
+    pub size: usize,
+    /// The idle connections, ready to be handed out.
+    pub available: usize,
+    /// The callers waiting for a connection.
+    pub waiting: usize,
+}
+
 pub mod crypto;
 pub mod postgres;
 pub mod sqlite;

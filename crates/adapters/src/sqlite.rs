@@ -96,18 +96,7 @@ impl Default for SqliteOptions {
     }
 }
 
-/// The connection pool's state, for metrics.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PoolStatus {
-    /// The most connections the pool opens.
-    pub max_size: usize,
-    /// The connections open now.
-    pub size: usize,
-    /// The open connections not in use.
-    pub available: usize,
-    /// The calls waiting for a connection.
-    pub waiting: usize,
-}
+pub use crate::PoolStatus;
 
 /// The SQLite store. Cloning is cheap: clones share one pool.
 #[derive(Clone)]

@@ -87,6 +87,17 @@ impl std::fmt::Debug for ResolvedKeys {
     }
 }
 
+impl ResolvedKeys {
+    /// The use cases over `store`, with these keys and the OS randomness source.
+    pub fn service<S: SecretStore>(
+        self,
+        store: S,
+        limits: secrets_domain::Limits,
+    ) -> handlers::Service<S> {
+        SecretsService::new(store, self.envelope, OsRandom::default(), limits)
+    }
+}
+
 /// Turns the configured key material into an envelope and tokens, generating development keys
 /// where that is allowed, and refusing with the missing setting's name otherwise.
 pub fn resolve_keys(settings: &Settings, keys: KeyMaterial) -> Result<ResolvedKeys, StartupError> {
@@ -287,12 +298,8 @@ impl StoreUser for Launch {
         if settings.storage.migrate_on_start {
             store.migrate().await.map_err(StartupError::Store)?;
         }
-        let service = SecretsService::new(
-            store,
-            resolved.envelope,
-            OsRandom::default(),
-            settings.domain_limits(),
-        );
+        let tokens = web::Data::new(ServiceTokens::new(&resolved.tokens));
+        let service = resolved.service(store, settings.domain_limits());
         service.check_keys().await?;
         let listener =
             TcpListener::bind(settings.server.bind).map_err(|source| StartupError::Bind {
@@ -311,7 +318,6 @@ impl StoreUser for Launch {
             max_body_bytes: settings.limits.max_body_bytes,
             body_timeout: settings.server.body_timeout(),
         });
-        let tokens = web::Data::new(ServiceTokens::new(&resolved.tokens));
         let metrics = web::Data::new(
             Metrics::new(settings.storage.backend()?.name()).map_err(StartupError::Metrics)?,
         );

@@ -179,12 +179,7 @@ impl StoreUser for RotateCommand {
     type Output = Result<(), StartupError>;
 
     async fn run<S: SecretStore + Migrate>(self, store: S) -> Self::Output {
-        let service = secrets_domain::SecretsService::new(
-            store,
-            self.resolved.envelope,
-            secrets_adapters::crypto::OsRandom::default(),
-            self.limits,
-        );
+        let service = self.resolved.service(store, self.limits);
         // The same refusals as start-up: never re-wrap with a key that fails its check.
         service.check_keys().await?;
         let report =
@@ -209,12 +204,7 @@ impl StoreUser for CheckCommand {
     type Output = Result<(), StartupError>;
 
     async fn run<S: SecretStore + Migrate>(self, store: S) -> Self::Output {
-        let service = secrets_domain::SecretsService::new(
-            store,
-            self.resolved.envelope,
-            secrets_adapters::crypto::OsRandom::default(),
-            self.limits,
-        );
+        let service = self.resolved.service(store, self.limits);
         service.check_keys().await?;
         println!("configuration and key-encryption keys check out");
         Ok(())

@@ -65,18 +65,7 @@ pub struct PostgresOptions {
     pub timeout: Duration,
 }
 
-/// The pool's state, for metrics.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PoolStatus {
-    /// The most connections the pool opens.
-    pub max_size: usize,
-    /// The connections open now, in use or idle.
-    pub size: usize,
-    /// The idle connections, ready to be handed out.
-    pub available: usize,
-    /// The callers waiting for a connection.
-    pub waiting: usize,
-}
+pub use crate::PoolStatus;
 
 /// The PostgreSQL store. Cloning it is cheap: clones share one pool.
 #[derive(Clone)]
