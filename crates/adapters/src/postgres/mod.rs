@@ -272,7 +272,9 @@ const GET_SECRET: &str = "\
 // what the service abandons at its deadline (see the module's `# Connections and failure`).
 // `set_config(.., true)` is `SET LOCAL`: it lasts as long as the transaction, so it leaves
 // nothing behind on a connection, also behind a pooler in transaction mode. It is sent in the
-// same round trip as the statements after it, and runs before them.
+// same round trip as the statements after it, and runs before them. (The `BEGIN` before it is a
+// round trip of its own: a session cut off between the two holds no lock and no snapshot, only
+// its connection, until the server's TCP keepalive ends it.)
 const BOUND_TRANSACTION: &str = "\
     SELECT set_config('statement_timeout', $1, true), \
            set_config('idle_in_transaction_session_timeout', $1, true)";

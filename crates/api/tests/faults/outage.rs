@@ -201,9 +201,9 @@ async fn go_away_and_come_back(
     }
     // And the server holds nothing for the sessions the service abandoned: none is left inside
     // a transaction (holding its locks) or in a statement (waiting for a lock that is never
-    // released) for longer than the timeout. Idle ones whose client is gone stay until the
-    // server's TCP keepalive reaps them (docs/scaling.md): at most one pool's worth per
-    // partition.
+    // released) for longer than the timeout. Sessions that hold nothing and whose client is
+    // gone stay until the server's TCP keepalive reaps them (docs/scaling.md): at most one
+    // pool's worth per partition.
     let sql = sql(subject.db.url()).await;
     let partitions = outage / 2;
     let sessions = loop {
@@ -260,14 +260,19 @@ async fn probe_until_written(subject: &Subject, key: &str, outage: u64) {
     }
 }
 
-/// The service's sessions on the test's database that have been in a transaction or a
-/// statement for longer than twice the timeout (as `state: query`), and how many sessions it
-/// has in all.
+/// The service's sessions on the test's database that are stuck (as `state: query`), and how
+/// many sessions it has in all. Stuck: for longer than twice the timeout in a transaction or a
+/// statement while holding something others need: a transaction id (its row locks), a snapshot
+/// (which holds back vacuum), or a place in a lock's queue. (A session cut off right after
+/// `BEGIN` holds none of these; like an idle one, it only takes a connection slot until the
+/// server's TCP keepalive reaps it.)
 async fn sessions(sql: &tokio_postgres::Client) -> (Vec<String>, u64) {
     let rows = sql
         .query(
             "SELECT state, left(query, 60), \
                     state <> 'idle' AND now() - state_change > $1::text::interval \
+                    AND (backend_xid IS NOT NULL OR backend_xmin IS NOT NULL \
+                         OR wait_event_type = 'Lock') \
              FROM pg_stat_activity \
              WHERE datname = current_database() AND application_name = 'secrets-service'",
             &[&format!("{} milliseconds", 2 * TIMEOUT.as_millis())],
