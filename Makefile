@@ -2,7 +2,7 @@
 CARGO ?= cargo
 BIN := secrets-service
 
-.PHONY: run test fmt-check clippy unit build release fmt bench help fuzz
+.PHONY: run test fmt-check clippy release fmt bench fuzz soak help
 
 ## run: serve on 127.0.0.1:8080 on the embedded store, with generated development keys
 run:
@@ -41,7 +41,6 @@ fuzz:
 	scripts/fuzz-http.sh
 
 ## soak: the fault tests at length, release build: many SIGKILL rounds per store, outages, limit races
-.PHONY: soak
 SOAK_CRASH_ROUNDS ?= 30
 SOAK_OUTAGES ?= 8
 SOAK_LIMIT_RACES ?= 10
