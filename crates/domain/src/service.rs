@@ -455,6 +455,17 @@ mod tests {
         service_with(Limits::default())
     }
 
+    /// A service on `store` whose envelope has the `active` KEK and the `retired` ones: what a
+    /// replica looks like before, during and after a KEK rotation.
+    fn with_keys(store: InMemoryStore, active: &str, retired: &[&str]) -> Service {
+        SecretsService::new(
+            store,
+            FakeEnvelope::new(active, retired),
+            CountingRandom::default(),
+            Limits::default(),
+        )
+    }
+
     fn name(text: &str) -> SecretName {
         SecretName::parse(text).expect("valid name")
     }
@@ -816,20 +827,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_namespace_wrapped_under_an_unconfigured_key_names_that_key() {
-        let old = SecretsService::new(
-            InMemoryStore::new(),
-            FakeEnvelope::new("old-kek", &[]),
-            CountingRandom::default(),
-            Limits::default(),
-        );
+        let old = with_keys(InMemoryStore::new(), "old-kek", &[]);
         let key = old.create_namespace().await.expect("created");
         let SecretsService { store, .. } = old;
-        let new = SecretsService::new(
-            store,
-            FakeEnvelope::new("new-kek", &[]),
-            CountingRandom::default(),
-            Limits::default(),
-        );
+        let new = with_keys(store, "new-kek", &[]);
         match new.read_all(&key).await {
             Err(Error::UnknownKey { key_id, .. }) => assert_eq!(key_id, KeyId::new("old-kek")),
             other => panic!("expected an unknown key error, got {other:?}"),
@@ -876,12 +877,7 @@ mod tests {
 
     #[tokio::test]
     async fn rotation_rewraps_every_data_key_in_batches_and_secrets_still_read() {
-        let old = SecretsService::new(
-            InMemoryStore::new(),
-            FakeEnvelope::new("old-kek", &[]),
-            CountingRandom::default(),
-            Limits::default(),
-        );
+        let old = with_keys(InMemoryStore::new(), "old-kek", &[]);
         let keys = old
             .create_namespaces(BulkCount::parse(7).expect("count"))
             .await
@@ -890,12 +886,7 @@ mod tests {
             .await
             .expect("put");
         let SecretsService { store, .. } = old;
-        let rotated = SecretsService::new(
-            store,
-            FakeEnvelope::new("new-kek", &["old-kek"]),
-            CountingRandom::default(),
-            Limits::default(),
-        );
+        let rotated = with_keys(store, "new-kek", &["old-kek"]);
         rotated
             .check_keys()
             .await
@@ -924,12 +915,7 @@ mod tests {
         );
         // The retired key is no longer needed.
         let SecretsService { store, .. } = rotated;
-        let current = SecretsService::new(
-            store,
-            FakeEnvelope::new("new-kek", &[]),
-            CountingRandom::default(),
-            Limits::default(),
-        );
+        let current = with_keys(store, "new-kek", &[]);
         current
             .check_keys()
             .await
