@@ -5,6 +5,7 @@
 // satisfy a line count would hide the story.
 #![allow(clippy::too_many_lines)]
 
+mod devmode;
 mod errors;
 mod helpers;
 mod keys;
