@@ -5,10 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-#[path = "../common/mod.rs"]
-mod common;
-
-use common::ServiceProcess;
+use crate::common::ServiceProcess;
 
 /// A directory for one test's database, removed when dropped.
 struct TempDir(std::path::PathBuf);

@@ -5,6 +5,8 @@
 // satisfy a line count would hide the story.
 #![allow(clippy::too_many_lines)]
 
+#[path = "../common/mod.rs"]
+mod common;
 mod devmode;
 mod errors;
 mod helpers;

@@ -14,9 +14,6 @@ use tokio::sync::watch;
 
 use crate::helpers::{Options, TEST_KEK, TOKEN, assert_error, spawn_app, spawn_app_on};
 
-#[path = "../common/mod.rs"]
-mod common;
-
 // ---------------------------------------------------------------------------------------------
 // OpenAPI
 // ---------------------------------------------------------------------------------------------
@@ -606,7 +603,10 @@ async fn refuses_connections(port: u16) -> bool {
     TcpStream::connect(("127.0.0.1", port)).await.is_err()
 }
 
-async fn create_namespace(client: &reqwest::Client, service: &common::ServiceProcess) -> String {
+async fn create_namespace(
+    client: &reqwest::Client,
+    service: &crate::common::ServiceProcess,
+) -> String {
     let created: Value = client
         .post(service.url("/namespaces"))
         .bearer_auth(TOKEN)
@@ -624,7 +624,7 @@ async fn create_namespace(client: &reqwest::Client, service: &common::ServicePro
 #[cfg(unix)]
 async fn a_signal_drains_the_request_in_flight(signal: nix::sys::signal::Signal) {
     let dir = TempDir::new();
-    let service = common::ServiceProcess::start(&["serve"], &sqlite_env(&dir.0, 30));
+    let service = crate::common::ServiceProcess::start(&["serve"], &sqlite_env(&dir.0, 30));
     let client = reqwest::Client::new();
     let key = create_namespace(&client, &service).await;
 
@@ -667,7 +667,7 @@ async fn a_signal_drains_the_request_in_flight(signal: nix::sys::signal::Signal)
     );
 
     // The write was committed: a new process on the same store reads it back.
-    let service = common::ServiceProcess::start(&["serve"], &sqlite_env(&dir.0, 1));
+    let service = crate::common::ServiceProcess::start(&["serve"], &sqlite_env(&dir.0, 1));
     let read: Value = client
         .get(service.url(&format!("/namespaces/{key}")))
         .bearer_auth(TOKEN)
@@ -699,7 +699,7 @@ async fn sigint_drains_the_same_way_as_sigterm() {
 #[tokio::test]
 async fn a_request_that_never_finishes_delays_exit_only_by_the_shutdown_timeout() {
     let dir = TempDir::new();
-    let service = common::ServiceProcess::start(&["serve"], &sqlite_env(&dir.0, 1));
+    let service = crate::common::ServiceProcess::start(&["serve"], &sqlite_env(&dir.0, 1));
     let key = create_namespace(&reqwest::Client::new(), &service).await;
     let mut stream = TcpStream::connect(("127.0.0.1", service.port()))
         .await
