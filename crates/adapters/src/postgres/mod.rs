@@ -272,9 +272,9 @@ const GET_SECRET: &str = "\
 // what the service abandons at its deadline (see the module's `# Connections and failure`).
 // `set_config(.., true)` is `SET LOCAL`: it lasts as long as the transaction, so it leaves
 // nothing behind on a connection, also behind a pooler in transaction mode. It is sent in the
-// same round trip as the statements after it, and runs before them. (The `BEGIN` before it is a
-// round trip of its own: a session cut off between the two holds no lock and no snapshot, only
-// its connection, until the server's TCP keepalive ends it.)
+// same round trip as the statements after it, and runs before them. (Where the `BEGIN` before it
+// is a round trip of its own, a session cut off between the two holds no lock and no snapshot,
+// only its connection, until the server's TCP keepalive ends it.)
 const BOUND_TRANSACTION: &str = "\
     SELECT set_config('statement_timeout', $1, true), \
            set_config('idle_in_transaction_session_timeout', $1, true)";
@@ -478,19 +478,22 @@ impl SecretStore for PostgresStore {
         let id = ns.as_uuid();
         let max = i64::from(max_secrets);
         self.run(async |client| {
-            let tx = client.transaction().await.map_err(db)?;
-            let bound = tx.prepare_cached(BOUND_TRANSACTION).await.map_err(db)?;
-            let lock = tx.prepare_cached(LOCK_NAMESPACE).await.map_err(db)?;
-            let upsert = tx.prepare_cached(UPSERT_SECRET).await.map_err(db)?;
-            // The statements go out in one round trip (tokio-postgres pipelines requests that
-            // are polled together, and `join3` first polls them in this order). The server still
-            // runs them one after the other, so the upsert starts, and takes its snapshot, only
-            // once the lock is held. When the namespace is missing the upsert fails on the
-            // foreign key, aborting the transaction; the lock's empty answer says why.
-            let (bounded, locked, written) = futures_util::future::join3(
-                tx.query_one(&bound, &[&self.server_timeout]),
-                tx.query_opt(&lock, &[&id]),
-                tx.query_opt(
+            let bound = client.prepare_cached(BOUND_TRANSACTION).await.map_err(db)?;
+            let lock = client.prepare_cached(LOCK_NAMESPACE).await.map_err(db)?;
+            let upsert = client.prepare_cached(UPSERT_SECRET).await.map_err(db)?;
+            // The whole transaction goes out in one round trip: tokio-postgres pipelines
+            // requests that are polled together, and `join5` first polls them in this order.
+            // The server still runs them one after the other, so the upsert starts, and takes
+            // its snapshot, only once the lock is held. Whatever happens, the COMMIT ends the
+            // transaction, also when this future is dropped half-way (the requests are sent
+            // already): a full namespace makes the upsert write nothing and return no row, and
+            // the COMMIT commits nothing; a missing namespace makes the upsert fail on the
+            // foreign key, which aborts the transaction, and the COMMIT then rolls it back.
+            let (begun, bounded, locked, written, committed) = futures_util::future::join5(
+                client.batch_execute("BEGIN"),
+                client.query_one(&bound, &[&self.server_timeout]),
+                client.query_opt(&lock, &[&id]),
+                client.query_opt(
                     &upsert,
                     &[
                         &id,
@@ -500,19 +503,20 @@ impl SecretStore for PostgresStore {
                         &max,
                     ],
                 ),
+                client.batch_execute("COMMIT"),
             )
             .await;
+            begun.map_err(db)?;
             bounded.map_err(db)?;
+            // The lock's empty answer says why the upsert failed.
             if locked.map_err(db)?.is_none() {
                 return Err(StoreError::NamespaceNotFound);
             }
-            // No row: the name is new and the namespace full; nothing was written, and dropping
-            // the transaction rolls it back.
             let Some(row) = written.map_err(db)? else {
                 return Err(StoreError::NamespaceFull);
             };
+            committed.map_err(db)?;
             let created: bool = row.try_get(0).map_err(db)?;
-            tx.commit().await.map_err(db)?;
             Ok(if created {
                 Upserted::Created
             } else {
