@@ -689,6 +689,48 @@ async fn concurrent_writers_lose_no_acknowledged_write() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_committed_together_succeed_or_fail_each_on_its_own() {
+    let db = TempDb::new();
+    let store = open(&db).await;
+    let ns = namespace("kek-a");
+    let missing = namespace("kek-a");
+    store
+        .create_namespaces(std::slice::from_ref(&ns))
+        .await
+        .expect("create");
+
+    // Many writes in flight at once, so the writer commits them in groups; every third one
+    // goes to a namespace that does not exist and must fail without taking the others along.
+    let tasks: Vec<_> = (0..60u32)
+        .map(|n| {
+            let store = store.clone();
+            let target = if n % 3 == 0 { missing.id } else { ns.id };
+            tokio::spawn(async move {
+                (
+                    n,
+                    store
+                        .upsert_secret(target, &secret(n, &format!("v{n}")), 1_000)
+                        .await,
+                )
+            })
+        })
+        .collect();
+    for task in tasks {
+        match task.await.expect("task") {
+            (n, Err(StoreError::NamespaceNotFound)) if n % 3 == 0 => {}
+            (n, Ok(Upserted::Created)) if n % 3 != 0 => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let stored = values(&store, &ns).await;
+    assert_eq!(stored.len(), 40);
+    for n in (0..60u32).filter(|n| n % 3 != 0) {
+        let written = secret(n, &format!("v{n}"));
+        assert_eq!(stored.get(&written.name), Some(&written.value));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_limit_is_exact_under_concurrent_inserts() {
     let db = TempDb::new();
     let store = open(&db).await;

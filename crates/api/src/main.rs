@@ -99,7 +99,8 @@ fn run(cli: Cli) -> Result<(), String> {
     if cli.production {
         settings.mode = Mode::Production;
     }
-    secrets_api::telemetry::init(&settings.log);
+    // Held until `run` returns, so that every line is written before the process exits.
+    let _log_writer = secrets_api::telemetry::init(&settings.log);
     let keys = KeyMaterial::from_env(&env).map_err(|e| e.to_string())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
