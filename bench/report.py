@@ -133,7 +133,7 @@ def main():
         with open(seeds) as f:
             entries = list(csv.DictReader(f, delimiter="\t"))
         if entries:
-            print("## Seeding (through the HTTP APIs)\n")
+            print("## Seeding (HTTP APIs; the large scaling database in process, bench_seed)\n")
             print("| what | result |")
             print("| --- | --- |")
             for e in entries:

@@ -34,7 +34,7 @@
 #   KEEP_SCALE_DB (0: drop the large database at the end; 1: keep it, and reuse it on the next
 #   run with the same SCALE_N)
 #   PROFILE (auto: when perf works here; 1; 0): perf profiles of the service's READ on
-#   PostgreSQL and WRITE on SQLite, before their measured runs, into OUT/profile-*
+#   PostgreSQL, and READ and WRITE on SQLite, before their measured runs, into OUT/profile-*
 #   PG_HOST (127.0.0.1) PG_PORT (5432) PG_ADMIN_USER (postgres) SVC_PORT (8090) BAO_PORT (8200)
 #   BAO_VERSION (2.7.2) BIN (target/release/secrets-service)
 #   SEED_BIN (target/release/examples/bench_seed, built when SCALE=1) OUT WORK
@@ -364,6 +364,7 @@ run_svc_sqlite() {
   rm -rf "$SQLITE_DIR"; mkdir -p "$SQLITE_DIR"
   start_svc svc-sqlite "sqlite://$SQLITE_DIR/secrets.db" "$KEK" "$SQLITE_POOL_SIZE"
   seed_svc "svc-sqlite N=$N x $SECRETS" "$N" "$SECRETS" "$WORK/keys-svc-sqlite.txt"
+  want_profile && profile svc-sqlite-READ "$WORK/keys-svc-sqlite.txt" svc_read.lua
   want_profile && profile svc-sqlite-WRITE "$WORK/keys-svc-sqlite.txt" svc_write.lua
   svc_suite svc-sqlite "$WORK/keys-svc-sqlite.txt"
   stop_server
