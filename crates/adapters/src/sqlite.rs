@@ -268,23 +268,15 @@ impl SqliteStore {
     /// connection settings are in force.
     #[doc(hidden)]
     pub async fn pragma(&self, name: &str) -> Result<String, StoreError> {
-        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-            return Err(StoreError::Internal(
-                "a pragma name is a plain identifier".into(),
-            ));
-        }
-        let name = name.to_owned();
-        self.run(move |conn| {
-            Ok(conn.pragma_query_value(None, &name, |row| {
-                Ok(match row.get_ref(0)? {
-                    ValueRef::Null => String::new(),
-                    ValueRef::Integer(i) => i.to_string(),
-                    ValueRef::Real(r) => r.to_string(),
-                    ValueRef::Text(t) | ValueRef::Blob(t) => String::from_utf8_lossy(t).into(),
-                })
-            })?)
-        })
-        .await
+        let name = pragma_name(name)?;
+        self.run(move |conn| pragma_value(conn, &name)).await
+    }
+
+    /// The value of pragma `name` on the writer's connection, as text (see [`Self::pragma`]).
+    #[doc(hidden)]
+    pub async fn writer_pragma(&self, name: &str) -> Result<String, StoreError> {
+        let name = pragma_name(name)?;
+        self.write(move |conn| pragma_value(conn, &name)).await
     }
 
     /// Runs `f` with a pooled connection on the blocking pool, inside the caller's span.
@@ -484,6 +476,26 @@ fn commit_group(conn: &Connection, group: &mut VecDeque<Box<dyn Write>>) {
     for answer in kept {
         answer(outcome.as_ref().copied().map_err(shared_sql_error));
     }
+}
+
+fn pragma_name(name: &str) -> Result<String, StoreError> {
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Err(StoreError::Internal(
+            "a pragma name is a plain identifier".into(),
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+fn pragma_value(conn: &Connection, name: &str) -> Result<String, Failure> {
+    Ok(conn.pragma_query_value(None, name, |row| {
+        Ok(match row.get_ref(0)? {
+            ValueRef::Null => String::new(),
+            ValueRef::Integer(i) => i.to_string(),
+            ValueRef::Real(r) => r.to_string(),
+            ValueRef::Text(t) | ValueRef::Blob(t) => String::from_utf8_lossy(t).into(),
+        })
+    })?)
 }
 
 /// Creates the database file (and its directory) readable by its owner only, when it does not

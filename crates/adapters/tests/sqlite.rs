@@ -111,22 +111,31 @@ async fn values(store: &SqliteStore, ns: &NewNamespace) -> BTreeMap<Vec<u8>, Vec
 }
 
 #[tokio::test]
-async fn every_pooled_connection_runs_with_wal_full_sync_and_foreign_keys() {
+async fn every_connection_runs_with_wal_full_sync_and_foreign_keys() {
     let db = TempDb::new();
     let store = open(&db).await;
     // Hold several connections at once so the pool has to open more than the first one.
-    let answers = futures_join(&store).await;
-    for (journal, sync, fks, busy) in answers {
+    let mut answers = futures_join(&store).await;
+    // And the writer's own connection, where every write commits.
+    answers.push((
+        store.writer_pragma("journal_mode").await.expect("pragma"),
+        store.writer_pragma("synchronous").await.expect("pragma"),
+        store.writer_pragma("foreign_keys").await.expect("pragma"),
+        store.writer_pragma("busy_timeout").await.expect("pragma"),
+        store.writer_pragma("cache_size").await.expect("pragma"),
+    ));
+    for (journal, sync, fks, busy, cache) in answers {
         assert_eq!(journal, "wal");
         assert_eq!(sync, "2", "synchronous=FULL");
         assert_eq!(fks, "1");
         assert_eq!(busy, "10000");
+        assert_eq!(cache, "-512", "a page cache of 512 KiB");
     }
     assert!(store.pool_status().size >= 1);
     assert_eq!(store.pool_status().max_size, 4);
 }
 
-async fn futures_join(store: &SqliteStore) -> Vec<(String, String, String, String)> {
+async fn futures_join(store: &SqliteStore) -> Vec<(String, String, String, String, String)> {
     let mut tasks = Vec::new();
     for _ in 0..8 {
         let store = store.clone();
@@ -136,6 +145,7 @@ async fn futures_join(store: &SqliteStore) -> Vec<(String, String, String, Strin
                 store.pragma("synchronous").await.expect("pragma"),
                 store.pragma("foreign_keys").await.expect("pragma"),
                 store.pragma("busy_timeout").await.expect("pragma"),
+                store.pragma("cache_size").await.expect("pragma"),
             )
         }));
     }
