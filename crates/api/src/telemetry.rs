@@ -28,12 +28,12 @@ pub fn init(settings: &LogSettings) -> WorkerGuard {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&settings.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    // Colours only for a person at a terminal: escape codes in a file or a log pipeline are
-    // noise that every reader must strip.
     let (writer, guard) = NonBlockingBuilder::default()
         .lossy(false)
         .thread_name("log-writer")
         .finish(BufWriter::new(std::io::stderr()));
+    // Colours only for a person at a terminal: escape codes in a file or a log pipeline are
+    // noise that every reader must strip.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
