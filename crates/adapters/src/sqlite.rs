@@ -34,7 +34,7 @@
 //! never queue: WAL serves them from a snapshot, on pooled connections of their own.
 //!
 //! SQLite calls block the calling thread (on locks and on fsync), so they never run on the
-//! async executor's worker threads: reads go through `deadpool-sqlite`'s `interact`, which runs
+//! async executor's worker threads: reads go through `deadpool-sync`'s `interact`, which runs
 //! the closure on tokio's blocking pool with a pooled connection, and writes run on the writer's
 //! thread.
 //!
@@ -50,11 +50,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deadpool_sqlite::rusqlite::types::ValueRef;
-use deadpool_sqlite::rusqlite::{
-    self, Connection, ErrorCode, OptionalExtension as _, Row, ffi, params,
-};
-use deadpool_sqlite::{Hook, HookError, InteractError, Pool, PoolError, Runtime};
+use deadpool::Runtime;
+use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
+use deadpool_sync::{InteractError, SyncWrapper};
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, ErrorCode, OptionalExtension as _, Row, ffi, params};
 use secrets_domain::model::{AccessKeyHash, KeyId, NamespaceId};
 use secrets_domain::ports::{
     KeyCheck, NameIndex, NamespaceRecord, NewNamespace, SealedSecret, SecretStore, StoreError,
@@ -91,6 +91,44 @@ struct Migration {
     name: &'static str,
     sql: &'static str,
 }
+
+/// Opens and checks the pool's connections (with `deadpool`'s managed pool and
+/// `deadpool-sync`'s wrapper, which runs a connection's calls on the blocking pool).
+///
+/// A connection comes back to the pool after every read, and is checked before it is handed
+/// out again. `deadpool-sqlite`'s manager checks with a query, which costs every read a second
+/// trip to the blocking pool and back; a connection to a local file does not go stale the way
+/// a network connection does, so the check here is only that no call panicked while holding
+/// it. A call that fails leaves the connection usable, as SQLite's errors are per statement.
+#[derive(Debug)]
+struct Manager {
+    path: PathBuf,
+}
+
+impl managed::Manager for Manager {
+    type Type = SyncWrapper<Connection>;
+    type Error = rusqlite::Error;
+
+    async fn create(&self) -> Result<Self::Type, Self::Error> {
+        let path = self.path.clone();
+        SyncWrapper::new(Runtime::Tokio1, move || Connection::open(path)).await
+    }
+
+    async fn recycle(&self, conn: &mut Self::Type, _: &Metrics) -> RecycleResult<Self::Error> {
+        if conn.is_mutex_poisoned() {
+            Err(RecycleError::message(
+                "a call panicked holding the connection",
+            ))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+type Pool = managed::Pool<Manager>;
+type PoolError = managed::PoolError<rusqlite::Error>;
+type Hook = managed::Hook<Manager>;
+type HookError = managed::HookError<rusqlite::Error>;
 
 /// How to run the store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -166,22 +204,23 @@ impl SqliteStore {
             .name("sqlite-writer".into())
             .spawn(move || write_loop(&conn, writes))
             .map_err(|e| StoreError::Internal(Box::new(e)))?;
-        let pool = deadpool_sqlite::Config::new(PathBuf::from(&*path))
-            .builder(Runtime::Tokio1)
-            .map_err(|e| StoreError::Internal(Box::new(e)))?
-            .max_size(options.pool_size)
-            .wait_timeout(Some(options.timeout))
-            .create_timeout(Some(options.timeout))
-            .recycle_timeout(Some(options.timeout))
-            .post_create(Hook::async_fn(move |conn, _metrics| {
-                Box::pin(async move {
-                    conn.interact(move |conn| configure(conn, busy_timeout))
-                        .await
-                        .map_err(|e| HookError::message(format!("configuring a connection: {e}")))?
-                })
-            }))
-            .build()
-            .map_err(|e| StoreError::Internal(Box::new(e)))?;
+        let pool = Pool::builder(Manager {
+            path: PathBuf::from(&*path),
+        })
+        .runtime(Runtime::Tokio1)
+        .max_size(options.pool_size)
+        .wait_timeout(Some(options.timeout))
+        .create_timeout(Some(options.timeout))
+        .recycle_timeout(Some(options.timeout))
+        .post_create(Hook::async_fn(move |conn, _metrics| {
+            Box::pin(async move {
+                conn.interact(move |conn| configure(conn, busy_timeout))
+                    .await
+                    .map_err(|e| HookError::message(format!("configuring a connection: {e}")))?
+            })
+        }))
+        .build()
+        .map_err(|e| StoreError::Internal(Box::new(e)))?;
         let store = Self {
             pool,
             writer: Arc::new(Mutex::new(Some(queue))),
