@@ -8,8 +8,7 @@ its KEK and encrypts every name and value, so only the service itself can write 
       creates N namespaces with POST /namespaces/bulk (500 per call, several calls in flight),
       then gives each S secrets of VALUE_BYTES bytes (KEY_0 .. KEY_<S-1>) with one
       PATCH /namespaces/{accessKey} per namespace (a JSON merge patch: one transaction), and
-      writes the access keys of the filled namespaces to KEYS_FILE, one per line. With
-      --fill-budget SECONDS, filling stops when the budget is spent (the rest stay empty).
+      writes their access keys to KEYS_FILE (mode 0600), one per line.
   seed.py bao  --url URL --token T --namespaces N --secrets S
       writes N KV v2 secrets ns-1 .. ns-N of S fields each (POST /v1/secret/data/ns-<i>).
 
@@ -23,7 +22,6 @@ import base64
 import json
 import os
 import random
-import sys
 import time
 from urllib.parse import urlsplit
 
@@ -152,47 +150,24 @@ async def seed_svc(args):
         patch = {f"KEY_{k}": rng.choice(values) for k in range(args.secrets)}
         await call(conn, "PATCH", f"/namespaces/{key}", patch_headers, json.dumps(patch).encode())
 
-    filled = 0
-
-    deadline = t_created + args.fill_budget if args.fill_budget else None
-    filled_keys = []
-
-    async def counted_fill(conn, key):
-        nonlocal filled
-        # Past the time budget, the remaining namespaces stay empty and are left out of --out.
-        if deadline is not None and time.monotonic() > deadline:
-            return
-        await fill(conn, key)
-        filled_keys.append(key)
-        filled += 1
-
-    async def progress():
-        while True:
-            await asyncio.sleep(30)
-            rate = filled / (time.monotonic() - t_created)
-            print(f"  ... {filled} of {len(keys)} namespaces filled ({rate:.0f}/s)",
-                  file=sys.stderr, flush=True)
-
-    ticker = asyncio.create_task(progress()) if args.namespaces >= 100_000 else None
     if args.secrets > 0:
-        await run_pool(conns, keys, counted_fill)
-    else:
-        filled_keys = keys
-    if ticker:
-        ticker.cancel()
+        await run_pool(conns, keys, fill)
     t_filled = time.monotonic()
     for c in conns:
         c.close()
-    with open(args.out, "w") as f:
-        f.write("\n".join(filled_keys) + "\n")
+    # The access keys open the namespaces: readable by their owner only.
+    fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # also when the file was there already
+    with os.fdopen(fd, "w") as f:
+        f.write("\n".join(keys) + "\n")
     create_s = t_created - t0
     fill_s = t_filled - t_created
     print(json.dumps({
-        "namespaces": len(keys), "filled": len(filled_keys), "secrets_per_namespace": args.secrets,
+        "namespaces": len(keys), "secrets_per_namespace": args.secrets,
         "create_s": round(create_s, 2), "fill_s": round(fill_s, 2),
         "namespaces_per_s": round(len(keys) / create_s) if create_s else None,
-        "patches_per_s": round(len(filled_keys) / fill_s) if args.secrets and fill_s else None,
-        "secrets_per_s": round(len(filled_keys) * args.secrets / fill_s) if args.secrets and fill_s else None,
+        "patches_per_s": round(len(keys) / fill_s) if args.secrets and fill_s else None,
+        "secrets_per_s": round(len(keys) * args.secrets / fill_s) if args.secrets and fill_s else None,
     }), flush=True)
 
 
@@ -228,8 +203,6 @@ def main():
     p.add_argument("--create-conns", type=int, default=4)
     p.add_argument("--mount", default="secret")
     p.add_argument("--out")
-    p.add_argument("--fill-budget", type=float, default=0,
-                   help="stop filling namespaces after this many seconds (0: fill them all)")
     args = p.parse_args()
     if args.system == "svc":
         if not args.out:

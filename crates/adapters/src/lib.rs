@@ -13,7 +13,8 @@
 /// A store's connection pool state, for metrics (both stores report the same shape).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PoolStatus {
-    /// The most connections the pool opens.
+    /// The most connections the pool opens. (SQLite's pool serves reads; its writer's own
+    /// connection is not counted.)
     pub max_size: usize,
     /// The connections open now, in use or idle.
     pub size: usize,

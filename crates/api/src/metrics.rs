@@ -22,6 +22,7 @@ use prometheus::{
     Encoder as _, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
+use secrets_adapters::PoolStatus;
 use secrets_adapters::postgres::PostgresStore;
 use secrets_adapters::sqlite::SqliteStore;
 
@@ -31,46 +32,21 @@ pub const UNMATCHED_ROUTE: &str = "<unmatched>";
 /// The media type of the Prometheus text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// A snapshot of a store's connection pool.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PoolSnapshot {
-    /// The most connections the pool opens (`storage.pool_size`).
-    pub max_size: usize,
-    /// The connections open now, in use or idle.
-    pub size: usize,
-    /// The open connections not in use.
-    pub available: usize,
-    /// The callers waiting for a connection.
-    pub waiting: usize,
-}
-
 /// A store whose connection pool can be observed.
 pub trait PoolState {
     /// The pool's state now.
-    fn pool_state(&self) -> PoolSnapshot;
+    fn pool_state(&self) -> PoolStatus;
 }
 
 impl PoolState for PostgresStore {
-    fn pool_state(&self) -> PoolSnapshot {
-        let status = self.pool_status();
-        PoolSnapshot {
-            max_size: status.max_size,
-            size: status.size,
-            available: status.available,
-            waiting: status.waiting,
-        }
+    fn pool_state(&self) -> PoolStatus {
+        self.pool_status()
     }
 }
 
 impl PoolState for SqliteStore {
-    fn pool_state(&self) -> PoolSnapshot {
-        let status = self.pool_status();
-        PoolSnapshot {
-            max_size: status.max_size,
-            size: status.size,
-            available: status.available,
-            waiting: status.waiting,
-        }
+    fn pool_state(&self) -> PoolStatus {
+        self.pool_status()
     }
 }
 
@@ -185,7 +161,7 @@ impl Metrics {
     }
 
     /// The text exposition of every metric, with the pool gauges set from `pool` first.
-    pub fn render(&self, pool: PoolSnapshot) -> Result<String, prometheus::Error> {
+    pub fn render(&self, pool: PoolStatus) -> Result<String, prometheus::Error> {
         let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
         for (state, value) in [
             ("max", pool.max_size),
@@ -223,7 +199,7 @@ mod tests {
             Duration::from_millis(7),
         );
         let text = metrics
-            .render(PoolSnapshot {
+            .render(PoolStatus {
                 max_size: 16,
                 size: 3,
                 available: 2,
@@ -252,7 +228,7 @@ mod tests {
         let one = Metrics::new("sqlite").expect("one");
         let two = Metrics::new("sqlite").expect("two");
         one.observe_request("POST", "/namespaces", 201, Duration::from_millis(1));
-        let pool = PoolSnapshot {
+        let pool = PoolStatus {
             max_size: 1,
             size: 0,
             available: 0,

@@ -116,10 +116,7 @@ async fn migrations_apply_once_even_when_replicas_run_them_at_once() {
     }
     stores[0].migrate().await.expect("and again later");
 
-    let (client, connection) = tokio_postgres::connect(database.url(), NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(connection);
+    let client = connect(&database).await;
     let versions: Vec<i64> = client
         .query(
             "SELECT version FROM schema_migrations ORDER BY version",
@@ -211,27 +208,9 @@ async fn a_server_that_never_answers_is_unavailable_within_the_timeout() {
 #[tokio::test]
 async fn an_operation_that_overruns_the_timeout_is_unavailable_and_writes_nothing() {
     let database = TestDatabase::create().await;
-    let store =
-        PostgresStore::new(database.url(), options(1, Duration::from_millis(700))).expect("pool");
-    store.migrate().await.expect("migrate");
-    let ns = namespace();
-    store
-        .create_namespaces(std::slice::from_ref(&ns))
-        .await
-        .expect("create");
-
     // Another session holds the namespace's lock, so the upsert waits past its timeout.
-    let (mut blocker, connection) = tokio_postgres::connect(database.url(), NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(connection);
-    let lock = blocker.transaction().await.expect("begin");
-    lock.execute(
-        "SELECT 1 FROM namespaces WHERE id = $1 FOR UPDATE",
-        &[&ns.id.as_uuid()],
-    )
-    .await
-    .expect("lock");
+    let (store, ns, blocker) =
+        store_with_a_locked_namespace(&database, Duration::from_millis(700)).await;
 
     let start = Instant::now();
     assert_unavailable(&store.upsert_secret(ns.id, &secret(), 10).await);
@@ -240,13 +219,19 @@ async fn an_operation_that_overruns_the_timeout_is_unavailable_and_writes_nothin
     // that it leaves the pool, and the server's (`statement_timeout`), which cancels the lock
     // statement, after which the COMMIT sent in the same pipeline ends the aborted transaction.
     // Either way no session of the store is left inside a transaction, and a connection the
-    // pool still holds serves the next caller.
-    let stuck: i64 = lock
+    // pool still holds serves the next caller. (The blocker is idle in its transaction too.)
+    let blocker_pid: i32 = blocker
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .expect("pid")
+        .get(0);
+    let observer = connect(&database).await;
+    let stuck: i64 = observer
         .query_one(
             "SELECT count(*) FROM pg_stat_activity \
-             WHERE datname = current_database() AND pid <> pg_backend_pid() \
+             WHERE datname = current_database() AND pid <> $1 \
                AND state LIKE 'idle in transaction%'",
-            &[],
+            &[&blocker_pid],
         )
         .await
         .expect("sessions")
@@ -261,7 +246,10 @@ async fn an_operation_that_overruns_the_timeout_is_unavailable_and_writes_nothin
             .is_some()
     );
 
-    lock.rollback().await.expect("release the lock");
+    blocker
+        .batch_execute("ROLLBACK")
+        .await
+        .expect("release the lock");
     assert_eq!(
         store.get_secret(ns.id, &secret().index).await.expect("get"),
         None
@@ -279,26 +267,8 @@ async fn an_operation_that_overruns_the_timeout_is_unavailable_and_writes_nothin
 async fn writes_abandoned_at_the_timeout_stop_waiting_on_the_server_too() {
     let database = TestDatabase::create().await;
     let timeout = Duration::from_millis(500);
-    let store = PostgresStore::new(database.url(), options(1, timeout)).expect("pool");
-    store.migrate().await.expect("migrate");
-    let ns = namespace();
-    store
-        .create_namespaces(std::slice::from_ref(&ns))
-        .await
-        .expect("create");
-
     // Another session holds the namespace's lock for as long as this test wants.
-    let (mut blocker, connection) = tokio_postgres::connect(database.url(), NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(connection);
-    let lock = blocker.transaction().await.expect("begin");
-    lock.execute(
-        "SELECT 1 FROM namespaces WHERE id = $1 FOR UPDATE",
-        &[&ns.id.as_uuid()],
-    )
-    .await
-    .expect("lock");
+    let (store, ns, blocker) = store_with_a_locked_namespace(&database, timeout).await;
     for _ in 0..3 {
         assert_unavailable(&store.upsert_secret(ns.id, &secret(), 10).await);
     }
@@ -307,10 +277,7 @@ async fn writes_abandoned_at_the_timeout_stop_waiting_on_the_server_too() {
     // lock; the transaction's own statement timeout ends the wait instead, so abandoned writes
     // do not pile up as waiting sessions while the lock is held.
     // (Observed from a session of its own: one in a transaction sees a frozen view.)
-    let (observer, connection) = tokio_postgres::connect(database.url(), NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(connection);
+    let observer = connect(&database).await;
     let deadline = Instant::now() + timeout * 10;
     loop {
         let waiters = lock_waiters(&observer).await;
@@ -323,12 +290,49 @@ async fn writes_abandoned_at_the_timeout_stop_waiting_on_the_server_too() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    lock.rollback().await.expect("release the lock");
+    blocker
+        .batch_execute("ROLLBACK")
+        .await
+        .expect("release the lock");
     assert_eq!(
         store.get_secret(ns.id, &secret().index).await.expect("get"),
         None,
         "no abandoned write was applied"
     );
+}
+
+/// A session of its own on `database`.
+async fn connect(database: &TestDatabase) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(database.url(), NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    client
+}
+
+/// A migrated store of one connection holding one namespace, and another session inside a
+/// transaction that holds the namespace's row lock (`ROLLBACK` on it releases the lock).
+async fn store_with_a_locked_namespace(
+    database: &TestDatabase,
+    timeout: Duration,
+) -> (PostgresStore, NewNamespace, tokio_postgres::Client) {
+    let store = PostgresStore::new(database.url(), options(1, timeout)).expect("pool");
+    store.migrate().await.expect("migrate");
+    let ns = namespace();
+    store
+        .create_namespaces(std::slice::from_ref(&ns))
+        .await
+        .expect("create");
+    let blocker = connect(database).await;
+    blocker.batch_execute("BEGIN").await.expect("begin");
+    blocker
+        .execute(
+            "SELECT 1 FROM namespaces WHERE id = $1 FOR UPDATE",
+            &[&ns.id.as_uuid()],
+        )
+        .await
+        .expect("lock");
+    (store, ns, blocker)
 }
 
 /// Sessions of the current database waiting for a lock.
