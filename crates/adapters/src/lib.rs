@@ -5,27 +5,18 @@
 //!   with a fresh subkey per seal) and the OS randomness source.
 //! - [`postgres`]: the production store on PostgreSQL (`tokio-postgres` + `deadpool-postgres`).
 //! - [`sqlite`]: the zero-setup embedded store on SQLite.
+//! - [`store`]: [`Store`], what both stores do beyond the domain's port (open, migrate, pool
+//!   status, close), so the binary is generic over the backend.
 //! - `testing` (feature `testing`): throwaway PostgreSQL databases for tests.
 //!
 //! Each store applies its own migrations from `migrations/<store>/`, embedded at build time so
 //! the one binary carries them.
 
-/// A store's connection pool state, for metrics (both stores report the same shape).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PoolStatus {
-    /// The most connections the pool opens. (SQLite's pool serves reads; its writer's own
-    /// connection is not counted.)
-    pub max_size: usize,
-    /// The connections open now, in use or idle.
-    pub size: usize,
-    /// The idle connections, ready to be handed out.
-    pub available: usize,
-    /// The callers waiting for a connection.
-    pub waiting: usize,
-}
-
 pub mod crypto;
 pub mod postgres;
 pub mod sqlite;
+pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
+
+pub use store::{AppliedMigration, MigrationReport, PoolStatus, Store, StoreOptions};

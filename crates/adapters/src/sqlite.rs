@@ -58,11 +58,13 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension as _, Row, ffi, params};
 use secrets_domain::model::{AccessKeyHash, KeyId, NamespaceId};
 use secrets_domain::ports::{
     KeyCheck, NameIndex, NamespaceRecord, NewNamespace, SealedSecret, SecretStore, StoreError,
-    StoredSecret, Upserted, WrappedKey, WrappedNamespace,
+    StoredSecret, Upserted, WrappedKey,
 };
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
+
+use crate::store::{AppliedMigration, MigrationReport, PoolStatus, Store, StoreOptions};
 
 /// Every migration, in the order they apply, embedded so that the one binary carries its
 /// schema. Append only: a released migration is never edited, only followed (mirrored in
@@ -130,28 +132,6 @@ type PoolError = managed::PoolError<rusqlite::Error>;
 type Hook = managed::Hook<Manager>;
 type HookError = managed::HookError<rusqlite::Error>;
 
-/// How to run the store.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SqliteOptions {
-    /// The most connections open at once for reads (WAL lets any number read at once). Writes
-    /// have one connection of their own besides.
-    pub pool_size: usize,
-    /// How long a call waits for a pooled connection, or for its write to be committed, and
-    /// the writer for SQLite's write lock, before the store answers `Unavailable`.
-    pub timeout: Duration,
-}
-
-impl Default for SqliteOptions {
-    fn default() -> Self {
-        Self {
-            pool_size: 8,
-            timeout: Duration::from_secs(5),
-        }
-    }
-}
-
-pub use crate::PoolStatus;
-
 /// The SQLite store. Cloning is cheap: clones share one pool.
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -178,12 +158,7 @@ impl SqliteStore {
     ///
     /// The writer's connection and one pooled connection are opened before this returns, so a
     /// path that cannot be opened fails here.
-    pub async fn open(path: &Path, options: SqliteOptions) -> Result<Self, StoreError> {
-        if options.pool_size == 0 {
-            return Err(StoreError::Internal(
-                "storage.pool_size must be at least 1".into(),
-            ));
-        }
+    pub async fn open(path: &Path, options: StoreOptions) -> Result<Self, StoreError> {
         let path: Arc<Path> = Arc::from(path);
         let file = path.to_path_buf();
         let busy_timeout = options.timeout;
@@ -208,7 +183,7 @@ impl SqliteStore {
             path: PathBuf::from(&*path),
         })
         .runtime(Runtime::Tokio1)
-        .max_size(options.pool_size)
+        .max_size(options.pool_size.get())
         .wait_timeout(Some(options.timeout))
         .create_timeout(Some(options.timeout))
         .recycle_timeout(Some(options.timeout))
@@ -236,7 +211,7 @@ impl SqliteStore {
     ///
     /// All of it runs in one `IMMEDIATE` transaction, so two processes migrating at once take
     /// turns and the second finds nothing left to do; a failing migration leaves no trace.
-    pub async fn migrate(&self) -> Result<(), StoreError> {
+    pub async fn migrate(&self) -> Result<MigrationReport, StoreError> {
         let (applied, newer) = self
             .write(|tx| {
                 tx.execute_batch(
@@ -270,14 +245,23 @@ impl SqliteStore {
                 "the database schema is newer than this binary's migrations"
             );
         }
-        for migration in applied {
+        for migration in &applied {
             tracing::info!(
                 version = migration.version,
                 name = migration.name,
                 "applied migration"
             );
         }
-        Ok(())
+        Ok(MigrationReport {
+            applied: applied
+                .into_iter()
+                .map(|m| AppliedMigration {
+                    version: m.version,
+                    name: m.name,
+                })
+                .collect(),
+            newer_in_database: newer,
+        })
     }
 
     /// Pool state for metrics.
@@ -884,7 +868,7 @@ impl SecretStore for SqliteStore {
         active: &KeyId,
         after: Option<NamespaceId>,
         limit: u32,
-    ) -> Result<Vec<WrappedNamespace>, StoreError> {
+    ) -> Result<Vec<NamespaceRecord>, StoreError> {
         let active = active.clone();
         self.run(move |conn| {
             // Two statements rather than `(?2 IS NULL OR id > ?2)`, so that each pages along
@@ -917,7 +901,7 @@ impl SecretStore for SqliteStore {
     #[tracing::instrument(level = "debug", skip_all, fields(count = updates.len()))]
     async fn replace_wrapped_keys(
         &self,
-        updates: &[(WrappedNamespace, WrappedKey)],
+        updates: &[(NamespaceRecord, WrappedKey)],
     ) -> Result<u64, StoreError> {
         if updates.is_empty() {
             return Ok(0);
@@ -1012,8 +996,8 @@ fn namespace_record(row: &Row<'_>) -> rusqlite::Result<NamespaceRecord> {
 }
 
 /// Reads `id, kek_id, wrapped_dek` at columns 0 to 2.
-fn wrapped_namespace(row: &Row<'_>) -> rusqlite::Result<WrappedNamespace> {
-    Ok(WrappedNamespace {
+fn wrapped_namespace(row: &Row<'_>) -> rusqlite::Result<NamespaceRecord> {
+    Ok(NamespaceRecord {
         id: NamespaceId::from_uuid(Uuid::from_bytes(row.get::<_, [u8; 16]>(0)?)),
         data_key: WrappedKey {
             key_id: KeyId::new(row.get::<_, String>(1)?),
@@ -1157,4 +1141,28 @@ fn interact_error(e: &InteractError) -> StoreError {
         InteractError::Cancelled => "a database call was cancelled",
     };
     StoreError::Internal(what.into())
+}
+
+impl Store for SqliteStore {
+    const BACKEND: &'static str = "sqlite";
+    type Location = PathBuf;
+
+    fn open(
+        location: &PathBuf,
+        options: StoreOptions,
+    ) -> impl Future<Output = Result<Self, StoreError>> + Send {
+        SqliteStore::open(location, options)
+    }
+
+    fn migrate(&self) -> impl Future<Output = Result<MigrationReport, StoreError>> + Send {
+        SqliteStore::migrate(self)
+    }
+
+    fn pool_status(&self) -> PoolStatus {
+        SqliteStore::pool_status(self)
+    }
+
+    fn close(&self) {
+        SqliteStore::close(self);
+    }
 }

@@ -33,8 +33,11 @@ mod fixtures;
 
 use std::time::Duration;
 
-use secrets_adapters::postgres::{PostgresOptions, PostgresStore};
+use std::num::NonZeroUsize;
+
+use secrets_adapters::postgres::PostgresStore;
 use secrets_adapters::testing::TestDatabase;
+use secrets_adapters::{Store as _, StoreOptions};
 use secrets_domain::testing::InMemoryStore;
 
 /// Instantiates every check as a test for one store (see the file's documentation).
@@ -102,17 +105,19 @@ conformance_suite!(in_memory, { (InMemoryStore::new(), ()) });
 
 conformance_suite!(postgres, {
     let database = TestDatabase::create().await;
-    let options = PostgresOptions {
-        pool_size: 8,
+    let options = StoreOptions {
+        pool_size: NonZeroUsize::new(8).expect("non-zero"),
         timeout: Duration::from_secs(10),
     };
-    let store = PostgresStore::new(database.url(), options).expect("build the pool");
+    let store = PostgresStore::open(&database.url().to_owned().into(), options)
+        .await
+        .expect("build the pool");
     store.migrate().await.expect("migrate the test database");
     (store, database)
 });
 
 conformance_suite!(sqlite, {
-    use secrets_adapters::sqlite::{SqliteOptions, SqliteStore};
+    use secrets_adapters::sqlite::SqliteStore;
 
     /// The test's database file, removed with its `-wal` and `-shm` companions when dropped.
     struct TempFile(std::path::PathBuf);
@@ -131,8 +136,8 @@ conformance_suite!(sqlite, {
         std::process::id(),
         uuid::Uuid::new_v4().simple()
     )));
-    let options = SqliteOptions {
-        pool_size: 8,
+    let options = StoreOptions {
+        pool_size: NonZeroUsize::new(8).expect("non-zero"),
         timeout: Duration::from_secs(10),
     };
     let store = SqliteStore::open(&file.0, options).await.expect("open");

@@ -62,7 +62,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use clap::{Parser, ValueEnum};
 use secrets_adapters::crypto::{Kek, OsRandom, RingEnvelope};
-use secrets_adapters::postgres::{PostgresOptions, PostgresStore};
+use secrets_adapters::postgres::PostgresStore;
+use secrets_adapters::{Store as _, StoreOptions};
 use secrets_api::app::ResolvedKeys;
 use secrets_api::handlers::Service;
 use secrets_domain::ports::{Envelope as _, NamespaceKeys as _, Random as _};
@@ -361,14 +362,16 @@ async fn open_service(url: &str, concurrency: u64, limits: Limits) -> Result<See
         })?);
         Kek::from_base64(&text).map_err(|e| format!("KEY_ENCRYPTION_KEY: {e}"))?
     };
-    let store = PostgresStore::new(
-        url,
-        PostgresOptions {
+    let store = PostgresStore::open(
+        &url.to_owned().into(),
+        StoreOptions {
             // One connection per task, and one for the key check and the reads at the end.
-            pool_size: usize::try_from(concurrency).unwrap_or(1) + 1,
+            pool_size: std::num::NonZeroUsize::MIN
+                .saturating_add(usize::try_from(concurrency).unwrap_or(1)),
             timeout: STORE_TIMEOUT,
         },
     )
+    .await
     .map_err(|e| format!("the database URL: {}", chain(&e)))?;
     store
         .migrate()

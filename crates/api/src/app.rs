@@ -12,8 +12,9 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::{App, HttpServer, middleware, web};
 use secrecy::{ExposeSecret as _, SecretString};
 use secrets_adapters::crypto::{InvalidKek, Kek, OsRandom, RingEnvelope};
-use secrets_adapters::postgres::{PostgresOptions, PostgresStore};
-use secrets_adapters::sqlite::{SqliteOptions, SqliteStore};
+use secrets_adapters::postgres::PostgresStore;
+use secrets_adapters::sqlite::SqliteStore;
+use secrets_adapters::{Store as _, StoreOptions};
 use secrets_domain::ports::{SecretStore, StoreError};
 use secrets_domain::{KeyCheckError, SecretsService};
 
@@ -146,29 +147,28 @@ where
 {
     match settings.storage.backend()? {
         Backend::Sqlite(path) => {
-            let store = SqliteStore::open(
-                &path,
-                SqliteOptions {
-                    pool_size: settings.storage.pool_size,
-                    timeout: settings.storage.timeout(),
-                },
-            )
-            .await
-            .map_err(StartupError::Store)?;
+            let store = SqliteStore::open(&path, store_options(settings)?)
+                .await
+                .map_err(StartupError::Store)?;
             f.run(store).await
         }
         Backend::Postgres => {
-            let store = PostgresStore::new(
-                settings.storage.url.expose_secret(),
-                PostgresOptions {
-                    pool_size: settings.storage.pool_size,
-                    timeout: settings.storage.timeout(),
-                },
-            )
-            .map_err(StartupError::Store)?;
+            let store = PostgresStore::open(&settings.storage.url, store_options(settings)?)
+                .await
+                .map_err(StartupError::Store)?;
             f.run(store).await
         }
     }
+}
+
+fn store_options(settings: &Settings) -> Result<StoreOptions, StartupError> {
+    let pool_size = std::num::NonZeroUsize::new(settings.storage.pool_size).ok_or_else(|| {
+        crate::settings::SettingsError::Invalid("storage.pool_size must be at least 1".into())
+    })?;
+    Ok(StoreOptions {
+        pool_size,
+        timeout: settings.storage.timeout(),
+    })
 }
 
 /// Something to do with a store, whichever it is (a generic closure, which Rust cannot write
@@ -190,14 +190,14 @@ pub trait Migrate {
 }
 
 impl Migrate for SqliteStore {
-    fn migrate(&self) -> impl Future<Output = Result<(), StoreError>> {
-        SqliteStore::migrate(self)
+    async fn migrate(&self) -> Result<(), StoreError> {
+        SqliteStore::migrate(self).await.map(drop)
     }
 }
 
 impl Migrate for PostgresStore {
-    fn migrate(&self) -> impl Future<Output = Result<(), StoreError>> {
-        PostgresStore::migrate(self)
+    async fn migrate(&self) -> Result<(), StoreError> {
+        PostgresStore::migrate(self).await.map(drop)
     }
 }
 

@@ -198,7 +198,8 @@ pub struct NewNamespace {
     pub data_key: WrappedKey,
 }
 
-/// A stored namespace as the use cases need it to reach its secrets.
+/// A stored namespace as the use cases need it: to reach its secrets, and for `rotate-kek` to
+/// re-wrap its data key.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct NamespaceRecord {
     /// The namespace's internal id.
@@ -236,15 +237,6 @@ pub enum Upserted {
     Created,
     /// The name existed; its value (and `updated_at`) changed.
     Updated,
-}
-
-/// A namespace whose data key must be re-wrapped, as `rotate-kek` reads it.
-#[derive(Clone, PartialEq, Eq, Debug)]
-pub struct WrappedNamespace {
-    /// The namespace's internal id.
-    pub id: NamespaceId,
-    /// Its data key as currently stored.
-    pub data_key: WrappedKey,
 }
 
 /// Durable storage of namespaces and their sealed secrets.
@@ -361,14 +353,14 @@ pub trait SecretStore: Send + Sync + 'static {
         active: &KeyId,
         after: Option<NamespaceId>,
         limit: u32,
-    ) -> Result<Vec<WrappedNamespace>, StoreError>;
+    ) -> Result<Vec<NamespaceRecord>, StoreError>;
 
     /// Replaces wrapped data keys in one transaction, each only where the stored key still
     /// equals the one it was re-wrapped from (a compare-and-swap, so a namespace deleted or
     /// re-wrapped meanwhile is left alone). Returns how many were replaced.
     async fn replace_wrapped_keys(
         &self,
-        updates: &[(WrappedNamespace, WrappedKey)],
+        updates: &[(NamespaceRecord, WrappedKey)],
     ) -> Result<u64, StoreError>;
 }
 

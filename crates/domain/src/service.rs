@@ -5,6 +5,12 @@
 //! service holds no state of its own between requests (no cache): every replica answers from
 //! the store, so a key rotated or a namespace deleted on one replica is refused on all of them
 //! at once.
+//!
+//! # Spans
+//! Every use case runs in a `debug` span of its own name, with `skip_all`: no argument becomes a
+//! field by accident, since arguments are access keys, names and values. The only fields are
+//! counts and `ns`, the namespace's internal id, recorded once the namespace is found (it grants
+//! nothing, and it is how a log line is tied to a namespace).
 
 use std::collections::HashSet;
 
@@ -74,6 +80,7 @@ where
     }
 
     /// Creates one empty namespace and returns its access key, which is shown only this once.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn create_namespace(&self) -> Result<AccessKey, Error> {
         let mut keys = self.create(1).await?;
         keys.pop()
@@ -81,6 +88,7 @@ where
     }
 
     /// Creates `count` empty namespaces in one transaction and returns their access keys.
+    #[tracing::instrument(level = "debug", skip_all, fields(count = count.get()))]
     pub async fn create_namespaces(&self, count: BulkCount) -> Result<Vec<AccessKey>, Error> {
         self.create(count.get()).await
     }
@@ -113,6 +121,7 @@ where
 
     /// Every secret of the namespace, decrypted, ordered by name. This is the hot path: one
     /// store round trip, one unwrap, then only local decryption.
+    #[tracing::instrument(level = "debug", skip_all, fields(ns))]
     pub async fn read_all(&self, key: &AccessKey) -> Result<Vec<(SecretName, SecretValue)>, Error> {
         let (namespace, stored) = self
             .store
@@ -125,6 +134,7 @@ where
     }
 
     /// Adds a secret, or replaces the value of the secret with that name.
+    #[tracing::instrument(level = "debug", skip_all, fields(ns))]
     pub async fn put_secret(
         &self,
         key: &AccessKey,
@@ -141,6 +151,7 @@ where
     }
 
     /// One secret with its metadata.
+    #[tracing::instrument(level = "debug", skip_all, fields(ns))]
     pub async fn get_secret(&self, key: &AccessKey, name: &SecretName) -> Result<Secret, Error> {
         let (namespace, keys) = self.open(key).await?;
         let index = keys.name_index(name);
@@ -160,6 +171,7 @@ where
     }
 
     /// Deletes one secret.
+    #[tracing::instrument(level = "debug", skip_all, fields(ns))]
     pub async fn delete_secret(&self, key: &AccessKey, name: &SecretName) -> Result<(), Error> {
         let (namespace, keys) = self.open(key).await?;
         let deleted = self
@@ -176,6 +188,7 @@ where
 
     /// Applies a merge patch (RFC 7396) in one transaction and returns the whole namespace
     /// after it. Names must be distinct; the HTTP layer refuses duplicate JSON keys.
+    #[tracing::instrument(level = "debug", skip_all, fields(ns, changes = changes.len()))]
     pub async fn patch(
         &self,
         key: &AccessKey,
@@ -209,6 +222,7 @@ where
     }
 
     /// Names, digests and timestamps of every secret, ordered by name; never a value.
+    #[tracing::instrument(level = "debug", skip_all, fields(ns))]
     pub async fn list_keys(&self, key: &AccessKey) -> Result<Vec<KeyInfo>, Error> {
         let (namespace, stored) = self
             .store
@@ -235,6 +249,7 @@ where
 
     /// Deletes the namespace, its secrets and its wrapped data key (crypto-shredding: copies
     /// of its ciphertexts elsewhere can no longer be opened by anyone).
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn delete_namespace(&self, key: &AccessKey) -> Result<(), Error> {
         let deleted = self
             .store
@@ -249,6 +264,7 @@ where
     }
 
     /// Gives the namespace a new access key; the old one stops working at once.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn rotate_access_key(&self, key: &AccessKey) -> Result<AccessKey, Error> {
         let new_key = AccessKey::generate(&self.random)?;
         let replaced = self
@@ -264,6 +280,7 @@ where
     }
 
     /// Whether the store answers, for readiness.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn ping(&self) -> Result<(), Error> {
         self.store.ping().await.map_err(|e| self.store_error(e))
     }
@@ -275,6 +292,7 @@ where
     /// This is what keeps a wrong KEK from ever "working": a wrong key has another id, so the
     /// store's data is found to be wrapped under an id that is not configured, and the service
     /// refuses to start before it writes anything.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn check_keys(&self) -> Result<(), KeyCheckError> {
         let configured: HashSet<_> = self.envelope.key_ids().into_iter().collect();
         let mut in_use = self.store.key_ids_in_use().await?;
@@ -307,6 +325,7 @@ where
     }
 
     /// How many namespaces each KEK id wraps (for `rotate-kek`'s progress and report).
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn key_usage(&self) -> Result<Vec<(KeyId, u64)>, Error> {
         self.store
             .count_by_key_id()
@@ -323,6 +342,7 @@ where
     /// deleted or re-wrapped meanwhile is skipped, never resurrected). Resumable: the batch
     /// reads what is still not under the active KEK, so a run stopped anywhere is finished by
     /// running again.
+    #[tracing::instrument(level = "debug", skip_all, fields(limit = limit))]
     pub async fn rewrap_batch(
         &self,
         after: Option<NamespaceId>,
@@ -367,7 +387,10 @@ where
         Ok((namespace, keys))
     }
 
+    /// Unwraps the namespace's data key, and records its internal id (which is safe to log) as
+    /// the `ns` field of the use case's span.
     fn unwrap(&self, namespace: &NamespaceRecord) -> Result<C::Keys, Error> {
+        tracing::Span::current().record("ns", tracing::field::display(namespace.id));
         self.envelope
             .open_data_key(namespace.id, &namespace.data_key)
             .map_err(|e| Error::from_crypto(e, namespace.id))

@@ -16,7 +16,6 @@ use crate::model::{AccessKeyHash, KeyId, NamespaceId, SecretName, SecretValue};
 use crate::ports::{
     CryptoError, Envelope, KeyCheck, NameIndex, NamespaceKeys, NamespaceRecord, NewNamespace,
     Random, RandomError, SealedSecret, SecretStore, StoreError, StoredSecret, Upserted, WrappedKey,
-    WrappedNamespace,
 };
 
 /// Deterministic "randomness": a counter spread over the buffer. Distinct calls give
@@ -462,14 +461,14 @@ impl SecretStore for InMemoryStore {
         active: &KeyId,
         after: Option<NamespaceId>,
         limit: u32,
-    ) -> Result<Vec<WrappedNamespace>, StoreError> {
+    ) -> Result<Vec<NamespaceRecord>, StoreError> {
         Ok(self.with(|state| {
             state
                 .namespaces
                 .iter()
                 .filter(|(id, ns)| after.is_none_or(|a| **id > a) && ns.data_key.key_id != *active)
                 .take(limit as usize)
-                .map(|(id, ns)| WrappedNamespace {
+                .map(|(id, ns)| NamespaceRecord {
                     id: *id,
                     data_key: ns.data_key.clone(),
                 })
@@ -479,7 +478,7 @@ impl SecretStore for InMemoryStore {
 
     async fn replace_wrapped_keys(
         &self,
-        updates: &[(WrappedNamespace, WrappedKey)],
+        updates: &[(NamespaceRecord, WrappedKey)],
     ) -> Result<u64, StoreError> {
         Ok(self.with(|state| {
             let mut replaced = 0;

@@ -47,25 +47,16 @@ use deadpool_postgres::{
 use secrets_domain::model::{AccessKeyHash, KeyId, NamespaceId};
 use secrets_domain::ports::{
     KeyCheck, NameIndex, NamespaceRecord, NewNamespace, SealedSecret, SecretStore, StoreError,
-    StoredSecret, Upserted, WrappedKey, WrappedNamespace,
+    StoredSecret, Upserted, WrappedKey,
 };
 use tokio::time::{Instant, timeout_at};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{NoTls, Row};
 
+use crate::store::{AppliedMigration, MigrationReport, PoolStatus, Store, StoreOptions};
+
 #[cfg(all(test, feature = "testing"))]
 mod tests;
-
-/// How the store uses its connections.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PostgresOptions {
-    /// The most connections the pool opens.
-    pub pool_size: usize,
-    /// The longest a caller waits for anything: a connection, or a whole store operation.
-    pub timeout: Duration,
-}
-
-pub use crate::PoolStatus;
 
 /// The PostgreSQL store. Cloning it is cheap: clones share one pool.
 #[derive(Clone)]
@@ -111,14 +102,8 @@ impl PostgresStore {
     /// database is down; connections are opened on first use.
     ///
     /// # Errors
-    /// [`StoreError::Internal`] when `url` is not a valid PostgreSQL connection string or
-    /// `pool_size` is zero.
-    pub fn new(url: &str, options: PostgresOptions) -> Result<Self, StoreError> {
-        if options.pool_size == 0 {
-            return Err(StoreError::Internal(
-                "storage.pool_size must be at least 1".into(),
-            ));
-        }
+    /// [`StoreError::Internal`] when `url` is not a valid PostgreSQL connection string.
+    pub fn new(url: &str, options: StoreOptions) -> Result<Self, StoreError> {
         let mut config: tokio_postgres::Config = url.parse().map_err(internal)?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(options.timeout);
@@ -137,7 +122,7 @@ impl PostgresStore {
             },
         );
         let pool = Pool::builder(manager)
-            .max_size(options.pool_size)
+            .max_size(options.pool_size.get())
             .runtime(Runtime::Tokio1)
             .wait_timeout(Some(options.timeout))
             .create_timeout(Some(options.timeout))
@@ -159,7 +144,7 @@ impl PostgresStore {
     /// later ones find nothing left to do. Only obtaining the connection is bounded by the
     /// timeout: a migration on a large table, or waiting for another process's migration, may
     /// rightly take longer.
-    pub async fn migrate(&self) -> Result<(), StoreError> {
+    pub async fn migrate(&self) -> Result<MigrationReport, StoreError> {
         let mut client = self.pool.get().await.map_err(pool_error)?;
         let tx = client.transaction().await.map_err(db)?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
@@ -182,13 +167,18 @@ impl PostgresStore {
             .collect::<Result<_, _>>()
             .map_err(db)?;
         let known = MIGRATIONS.last().map_or(0, |m| m.version);
-        if let Some(newer) = applied.iter().copied().filter(|v| *v > known).max() {
+        let newer = applied.iter().copied().filter(|v| *v > known).max();
+        if let Some(newer) = newer {
             tracing::warn!(
                 database = newer,
                 binary = known,
                 "the database schema is newer than this binary's migrations"
             );
         }
+        let mut report = MigrationReport {
+            applied: Vec::new(),
+            newer_in_database: newer,
+        };
         for migration in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
             tx.batch_execute(migration.sql).await.map_err(db)?;
             tx.execute(
@@ -202,8 +192,13 @@ impl PostgresStore {
                 name = migration.name,
                 "applied migration"
             );
+            report.applied.push(AppliedMigration {
+                version: migration.version,
+                name: migration.name,
+            });
         }
-        tx.commit().await.map_err(db)
+        tx.commit().await.map_err(db)?;
+        Ok(report)
     }
 
     /// The pool's state, for metrics.
@@ -714,7 +709,7 @@ impl SecretStore for PostgresStore {
         active: &KeyId,
         after: Option<NamespaceId>,
         limit: u32,
-    ) -> Result<Vec<WrappedNamespace>, StoreError> {
+    ) -> Result<Vec<NamespaceRecord>, StoreError> {
         let limit = i64::from(limit);
         self.run(async |client| {
             let rows = match after {
@@ -739,7 +734,7 @@ impl SecretStore for PostgresStore {
             rows.iter()
                 .map(|row| {
                     let record = namespace_record(row)?;
-                    Ok(WrappedNamespace {
+                    Ok(NamespaceRecord {
                         id: record.id,
                         data_key: record.data_key,
                     })
@@ -751,7 +746,7 @@ impl SecretStore for PostgresStore {
 
     async fn replace_wrapped_keys(
         &self,
-        updates: &[(WrappedNamespace, WrappedKey)],
+        updates: &[(NamespaceRecord, WrappedKey)],
     ) -> Result<u64, StoreError> {
         if updates.is_empty() {
             return Ok(0);
@@ -871,4 +866,28 @@ fn pool_error(error: PoolError) -> StoreError {
 
 fn internal(error: impl std::error::Error + Send + Sync + 'static) -> StoreError {
     StoreError::Internal(Box::new(error))
+}
+
+impl Store for PostgresStore {
+    const BACKEND: &'static str = "postgres";
+    type Location = secrecy::SecretString;
+
+    async fn open(
+        location: &secrecy::SecretString,
+        options: StoreOptions,
+    ) -> Result<Self, StoreError> {
+        PostgresStore::new(secrecy::ExposeSecret::expose_secret(location), options)
+    }
+
+    fn migrate(&self) -> impl Future<Output = Result<MigrationReport, StoreError>> + Send {
+        PostgresStore::migrate(self)
+    }
+
+    fn pool_status(&self) -> PoolStatus {
+        PostgresStore::pool_status(self)
+    }
+
+    fn close(&self) {
+        self.pool.close();
+    }
 }

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use secrets_domain::model::{KeyId, NamespaceId};
 use secrets_domain::ports::{
     KeyCheck, NamespaceRecord, NewNamespace, SealedSecret, SecretStore, StoreError, Upserted,
-    WrappedNamespace,
 };
 use tokio::sync::Barrier;
 use uuid::Uuid;
@@ -699,7 +698,7 @@ pub async fn wrapped_keys_not_under_the_active_key_are_paged_in_id_order<S: Secr
     let mut expected: Vec<_> = batch
         .iter()
         .filter(|ns| ns.data_key.key_id != active)
-        .map(|ns| WrappedNamespace {
+        .map(|ns| NamespaceRecord {
             id: ns.id,
             data_key: ns.data_key.clone(),
         })

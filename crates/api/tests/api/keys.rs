@@ -7,9 +7,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use reqwest::{Client, Method};
 use secrecy::SecretString;
 use secrets_adapters::crypto::{Kek, OsRandom, RingEnvelope};
-use secrets_adapters::postgres::{PostgresOptions, PostgresStore};
-use secrets_adapters::sqlite::{SqliteOptions, SqliteStore};
+use secrets_adapters::postgres::PostgresStore;
+use secrets_adapters::sqlite::SqliteStore;
 use secrets_adapters::testing::TestDatabase;
+use secrets_adapters::{Store as _, StoreOptions};
 use secrets_api::rotate::{Quiet, rotate_kek};
 use secrets_api::{Application, KeyMaterial, Settings};
 use secrets_domain::ports::SecretStore;
@@ -259,17 +260,19 @@ async fn rotate_under_load<S: SecretStore>(url: &str, store: S) {
     assert_eq!(body, json!({"W": format!("write-{}", write_count - 1)}));
 }
 
+fn two_connections() -> StoreOptions {
+    StoreOptions {
+        pool_size: std::num::NonZeroUsize::new(2).expect("non-zero"),
+        timeout: std::time::Duration::from_secs(10),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_kek_rotates_online_on_postgres_and_survives_an_interrupted_run() {
     let db = TestDatabase::create().await;
-    let store = PostgresStore::new(
-        db.url(),
-        PostgresOptions {
-            pool_size: 2,
-            timeout: std::time::Duration::from_secs(10),
-        },
-    )
-    .expect("store");
+    let store = PostgresStore::open(&db.url().to_owned().into(), two_connections())
+        .await
+        .expect("store");
     rotate_under_load(db.url(), store).await;
 }
 
@@ -280,15 +283,9 @@ async fn the_kek_rotates_online_on_sqlite_and_survives_an_interrupted_run() {
     // The replica creates the file and its schema; the rotation opens it afterwards.
     let replica = start(&url, TEST_KEK, &[]).await;
     drop(replica);
-    let store = SqliteStore::open(
-        &dir.0.join("secrets.db"),
-        SqliteOptions {
-            pool_size: 2,
-            timeout: std::time::Duration::from_secs(10),
-        },
-    )
-    .await
-    .expect("store");
+    let store = SqliteStore::open(&dir.0.join("secrets.db"), two_connections())
+        .await
+        .expect("store");
     rotate_under_load(&url, store).await;
 }
 

@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use secrets_adapters::sqlite::{SqliteOptions, SqliteStore};
+use secrets_adapters::sqlite::SqliteStore;
 use secrets_adapters::testing::TestDatabase;
+use secrets_adapters::{Store as _, StoreOptions};
 
 use crate::load::{Ledger, Load, Writer, create_namespaces, read_back, tracked_namespaces};
 use crate::support::{Node, Rng, Scratch, client, count, knob, service_env, sql};
@@ -43,8 +44,8 @@ impl Store<'_> {
             // recovered the write-ahead log, as any opener does).
             let store = SqliteStore::open(
                 &scratch.path().join("secrets.db"),
-                SqliteOptions {
-                    pool_size: 1,
+                StoreOptions {
+                    pool_size: std::num::NonZeroUsize::MIN,
                     timeout: Duration::from_secs(10),
                 },
             )
