@@ -13,6 +13,7 @@
 //! the one binary carries them.
 
 pub mod crypto;
+mod migrations;
 pub mod postgres;
 pub mod sqlite;
 pub mod store;

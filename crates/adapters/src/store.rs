@@ -37,6 +37,18 @@ pub struct PoolStatus {
     pub waiting: usize,
 }
 
+impl PoolStatus {
+    /// The status of a `deadpool` pool, which both stores' pools are.
+    pub(crate) fn of(status: deadpool::Status) -> Self {
+        Self {
+            max_size: status.max_size,
+            size: status.size,
+            available: status.available,
+            waiting: status.waiting,
+        }
+    }
+}
+
 /// One migration a [`Store::migrate`] run applied.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AppliedMigration {
