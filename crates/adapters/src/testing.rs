@@ -83,15 +83,20 @@ impl Drop for TestDatabase {
                 return;
             };
             runtime.block_on(async move {
+                // Best effort: a test database the server could not drop is left behind, and
+                // takes nothing from the test's outcome.
                 if let Ok((client, connection)) = tokio_postgres::connect(&admin_url, NoTls).await {
                     tokio::spawn(connection);
-                    let _ = client
-                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .await;
+                    drop(
+                        client
+                            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                            .await,
+                    );
                 }
             });
         });
-        let _ = cleanup.join();
+        // A clean-up that panicked has been reported by the panic hook; nothing is left to do.
+        drop(cleanup.join());
     }
 }
 

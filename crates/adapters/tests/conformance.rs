@@ -30,6 +30,8 @@
 mod checks;
 #[path = "conformance/fixtures.rs"]
 mod fixtures;
+#[path = "common/sqlite_file.rs"]
+mod sqlite_file;
 
 use std::time::Duration;
 
@@ -39,6 +41,8 @@ use secrets_adapters::postgres::PostgresStore;
 use secrets_adapters::testing::TestDatabase;
 use secrets_adapters::{Store as _, StoreOptions};
 use secrets_domain::testing::InMemoryStore;
+
+use self::sqlite_file::TempDb;
 
 /// Instantiates every check as a test for one store (see the file's documentation).
 macro_rules! conformance_suite {
@@ -119,28 +123,12 @@ conformance_suite!(postgres, {
 conformance_suite!(sqlite, {
     use secrets_adapters::sqlite::SqliteStore;
 
-    /// The test's database file, removed with its `-wal` and `-shm` companions when dropped.
-    struct TempFile(std::path::PathBuf);
-    impl Drop for TempFile {
-        fn drop(&mut self) {
-            for suffix in ["", "-wal", "-shm"] {
-                let mut path = self.0.clone().into_os_string();
-                path.push(suffix);
-                let _ = std::fs::remove_file(path);
-            }
-        }
-    }
-
-    let file = TempFile(std::env::temp_dir().join(format!(
-        "secrets-conformance-{}-{}.db",
-        std::process::id(),
-        uuid::Uuid::new_v4().simple()
-    )));
+    let file = TempDb::new();
     let options = StoreOptions {
         pool_size: NonZeroUsize::new(8).expect("non-zero"),
         timeout: Duration::from_secs(10),
     };
-    let store = SqliteStore::open(&file.0, options).await.expect("open");
+    let store = SqliteStore::open(file.path(), options).await.expect("open");
     store.migrate().await.expect("migrate the test database");
     (store, file)
 });

@@ -5,8 +5,11 @@
 //! Each test works on its own database file under the system's temp directory, removed (with
 //! its `-wal` and `-shm` companions) when the test ends, also when it panics.
 
+// A test crate's root looks for modules beside it, hence the path.
+#[path = "common/sqlite_file.rs"]
+mod sqlite_file;
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use secrets_adapters::StoreOptions;
@@ -18,40 +21,7 @@ use secrets_domain::ports::{
 };
 use uuid::Uuid;
 
-/// A database file of one test, deleted with its companions on drop.
-struct TempDb {
-    path: PathBuf,
-}
-
-impl TempDb {
-    fn new() -> Self {
-        let path = std::env::temp_dir().join(format!(
-            "secrets-sqlite-test-{}-{}.db",
-            std::process::id(),
-            Uuid::new_v4().simple()
-        ));
-        Self { path }
-    }
-
-    fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for TempDb {
-    fn drop(&mut self) {
-        // A test may use the path as a directory to hold its database.
-        if self.path.is_dir() {
-            let _ = std::fs::remove_dir_all(&self.path);
-            return;
-        }
-        for suffix in ["", "-wal", "-shm", "-journal"] {
-            let mut file = self.path.clone().into_os_string();
-            file.push(suffix);
-            let _ = std::fs::remove_file(file);
-        }
-    }
-}
+use self::sqlite_file::TempDb;
 
 fn options() -> StoreOptions {
     StoreOptions {

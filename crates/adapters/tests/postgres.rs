@@ -1,6 +1,9 @@
-//! What only the PostgreSQL store has: migrations, its pool, and how it behaves when the
-//! database is slow, gone, or back. The storage contract itself is checked by the shared
+//! PostgreSQL-specific tests of the production store: migrations, its pool, and how it behaves
+//! when the database is slow, gone, or back. The behaviour every store shares is checked by the
 //! conformance suite (`tests/conformance.rs`).
+//!
+//! Each test that needs a database gets one of its own ([`TestDatabase`]), dropped when the
+//! test ends.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -14,9 +17,9 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tokio_postgres::NoTls;
 
-use super::PostgresStore;
-use crate::store::{PoolStatus, StoreOptions};
-use crate::testing::TestDatabase;
+use secrets_adapters::postgres::PostgresStore;
+use secrets_adapters::testing::TestDatabase;
+use secrets_adapters::{PoolStatus, StoreOptions};
 
 fn options(pool_size: usize, timeout: Duration) -> StoreOptions {
     StoreOptions {
@@ -91,7 +94,9 @@ fn proxy(listener: TcpListener, target: SocketAddr) -> JoinHandle<()> {
         while let Ok((mut inbound, _)) = listener.accept().await {
             connections.spawn(async move {
                 if let Ok(mut outbound) = TcpStream::connect(target).await {
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    // Either side ending the connection, cleanly or not, ends the copy; which
+                    // one it was is of no interest to the tests.
+                    drop(tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await);
                 }
             });
         }
