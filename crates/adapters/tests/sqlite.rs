@@ -36,6 +36,17 @@ async fn open(db: &TempDb) -> SqliteStore {
     store
 }
 
+/// A migrated store holding one empty namespace.
+async fn open_with_namespace(db: &TempDb) -> (SqliteStore, NewNamespace) {
+    let store = open(db).await;
+    let ns = namespace("kek-a");
+    store
+        .create_namespaces(std::slice::from_ref(&ns))
+        .await
+        .expect("create");
+    (store, ns)
+}
+
 fn namespace(key_id: &str) -> NewNamespace {
     NewNamespace {
         id: NamespaceId::from_uuid(Uuid::new_v4()),
@@ -175,12 +186,8 @@ async fn the_file_and_its_directory_are_created_and_data_survives_reopening() {
 async fn the_database_and_its_companion_files_are_readable_by_their_owner_only() {
     use std::os::unix::fs::PermissionsExt as _;
     let db = TempDb::new();
-    let store = open(&db).await;
-    let ns = namespace("kek-a");
-    store
-        .create_namespaces(std::slice::from_ref(&ns))
-        .await
-        .expect("create");
+    // A write, so that the `-wal` file exists; the store stays open while the files are checked.
+    let (_store, _ns) = open_with_namespace(&db).await;
     for suffix in ["", "-wal"] {
         let mut file = db.path().to_path_buf().into_os_string();
         file.push(suffix);
@@ -195,12 +202,7 @@ async fn the_database_and_its_companion_files_are_readable_by_their_owner_only()
 #[tokio::test]
 async fn migrating_twice_changes_nothing() {
     let db = TempDb::new();
-    let store = open(&db).await;
-    let ns = namespace("kek-a");
-    store
-        .create_namespaces(std::slice::from_ref(&ns))
-        .await
-        .expect("create");
+    let (store, ns) = open_with_namespace(&db).await;
     store
         .upsert_secret(ns.id, &secret(1, "v"), 10)
         .await
@@ -223,12 +225,7 @@ async fn a_path_that_cannot_be_a_database_is_unavailable() {
 #[tokio::test]
 async fn namespaces_are_found_by_their_access_hash() {
     let db = TempDb::new();
-    let store = open(&db).await;
-    let ns = namespace("kek-a");
-    store
-        .create_namespaces(std::slice::from_ref(&ns))
-        .await
-        .expect("create");
+    let (store, ns) = open_with_namespace(&db).await;
 
     let found = store.find_namespace(&ns.access_hash).await.expect("find");
     let found = found.expect("found");
@@ -245,12 +242,7 @@ async fn namespaces_are_found_by_their_access_hash() {
 #[tokio::test]
 async fn secrets_round_trip_with_their_timestamps() {
     let db = TempDb::new();
-    let store = open(&db).await;
-    let ns = namespace("kek-a");
-    store
-        .create_namespaces(std::slice::from_ref(&ns))
-        .await
-        .expect("create");
+    let (store, ns) = open_with_namespace(&db).await;
     let upsert = |n, value| {
         let store = store.clone();
         async move { store.upsert_secret(ns.id, &secret(n, value), 10).await }
@@ -319,12 +311,7 @@ async fn writes_to_a_missing_namespace_are_refused() {
 #[tokio::test]
 async fn a_patch_is_applied_whole_or_not_at_all() {
     let db = TempDb::new();
-    let store = open(&db).await;
-    let ns = namespace("kek-a");
-    store
-        .create_namespaces(std::slice::from_ref(&ns))
-        .await
-        .expect("create");
+    let (store, ns) = open_with_namespace(&db).await;
     for n in 1..=3 {
         store
             .upsert_secret(ns.id, &secret(n, "old"), 3)
@@ -387,12 +374,7 @@ async fn a_patch_is_applied_whole_or_not_at_all() {
 #[tokio::test]
 async fn deleting_a_namespace_deletes_its_secrets() {
     let db = TempDb::new();
-    let store = open(&db).await;
-    let ns = namespace("kek-a");
-    store
-        .create_namespaces(std::slice::from_ref(&ns))
-        .await
-        .expect("create");
+    let (store, ns) = open_with_namespace(&db).await;
     store
         .upsert_secret(ns.id, &secret(1, "a"), 10)
         .await
@@ -609,12 +591,7 @@ async fn data_keys_are_paged_by_id_and_replaced_by_compare_and_swap() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_writers_lose_no_acknowledged_write() {
     let db = TempDb::new();
-    let store = open(&db).await;
-    let ns = namespace("kek-a");
-    store
-        .create_namespaces(std::slice::from_ref(&ns))
-        .await
-        .expect("create");
+    let (store, ns) = open_with_namespace(&db).await;
 
     let mut tasks = Vec::new();
     for task in 0..8u32 {
@@ -698,12 +675,7 @@ async fn writes_committed_together_succeed_or_fail_each_on_its_own() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_limit_is_exact_under_concurrent_inserts() {
     let db = TempDb::new();
-    let store = open(&db).await;
-    let ns = namespace("kek-a");
-    store
-        .create_namespaces(std::slice::from_ref(&ns))
-        .await
-        .expect("create");
+    let (store, ns) = open_with_namespace(&db).await;
 
     let tasks: Vec<_> = (0..40u32)
         .map(|n| {

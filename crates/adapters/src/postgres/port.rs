@@ -7,11 +7,14 @@
 //! never wait: the hot read is one statement, hence one snapshot.
 
 use async_trait::async_trait;
+use deadpool_postgres::Client;
 use secrets_domain::model::{AccessKeyHash, KeyId, NamespaceId};
 use secrets_domain::ports::{
     KeyCheck, NameIndex, NamespaceRecord, NewNamespace, SealedSecret, SecretStore, StoreError,
     StoredSecret, Upserted, WrappedKey,
 };
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
 
 use super::PostgresStore;
 use super::error::db;
@@ -40,14 +43,12 @@ impl SecretStore for PostgresStore {
             .collect();
         // One statement is all or nothing, so a bulk create needs no explicit transaction.
         self.run(async |client| {
-            let stmt = client
-                .prepare_cached(sql::CREATE_NAMESPACES)
-                .await
-                .map_err(db)?;
-            client
-                .execute(&stmt, &[&ids, &hashes, &key_ids, &keys])
-                .await
-                .map_err(db)?;
+            execute(
+                client,
+                sql::CREATE_NAMESPACES,
+                &[&ids, &hashes, &key_ids, &keys],
+            )
+            .await?;
             Ok(())
         })
         .await
@@ -59,14 +60,12 @@ impl SecretStore for PostgresStore {
         access: &AccessKeyHash,
     ) -> Result<Option<NamespaceRecord>, StoreError> {
         self.run(async |client| {
-            let stmt = client
-                .prepare_cached(sql::FIND_NAMESPACE)
-                .await
-                .map_err(db)?;
-            let row = client
-                .query_opt(&stmt, &[&access.as_bytes().as_slice()])
-                .await
-                .map_err(db)?;
+            let row = query_opt(
+                client,
+                sql::FIND_NAMESPACE,
+                &[&access.as_bytes().as_slice()],
+            )
+            .await?;
             row.as_ref().map(namespace_record).transpose()
         })
         .await
@@ -78,14 +77,12 @@ impl SecretStore for PostgresStore {
         access: &AccessKeyHash,
     ) -> Result<Option<(NamespaceRecord, Vec<StoredSecret>)>, StoreError> {
         self.run(async |client| {
-            let stmt = client
-                .prepare_cached(sql::READ_NAMESPACE)
-                .await
-                .map_err(db)?;
-            let rows = client
-                .query(&stmt, &[&access.as_bytes().as_slice()])
-                .await
-                .map_err(db)?;
+            let rows = query(
+                client,
+                sql::READ_NAMESPACE,
+                &[&access.as_bytes().as_slice()],
+            )
+            .await?;
             let Some(first) = rows.first() else {
                 return Ok(None);
             };
@@ -109,11 +106,12 @@ impl SecretStore for PostgresStore {
         index: &NameIndex,
     ) -> Result<Option<StoredSecret>, StoreError> {
         self.run(async |client| {
-            let stmt = client.prepare_cached(sql::GET_SECRET).await.map_err(db)?;
-            let row = client
-                .query_opt(&stmt, &[&ns.as_uuid(), &index.0.as_slice()])
-                .await
-                .map_err(db)?;
+            let row = query_opt(
+                client,
+                sql::GET_SECRET,
+                &[&ns.as_uuid(), &index.0.as_slice()],
+            )
+            .await?;
             row.map(|row| stored_secret(&row, 0)).transpose()
         })
         .await
@@ -264,14 +262,12 @@ impl SecretStore for PostgresStore {
     async fn delete_secret(&self, ns: NamespaceId, index: &NameIndex) -> Result<bool, StoreError> {
         // No namespace lock: a delete never makes room for more than the limit allows.
         self.run(async |client| {
-            let stmt = client
-                .prepare_cached(sql::DELETE_SECRET)
-                .await
-                .map_err(db)?;
-            let deleted = client
-                .execute(&stmt, &[&ns.as_uuid(), &index.0.as_slice()])
-                .await
-                .map_err(db)?;
+            let deleted = execute(
+                client,
+                sql::DELETE_SECRET,
+                &[&ns.as_uuid(), &index.0.as_slice()],
+            )
+            .await?;
             Ok(deleted > 0)
         })
         .await
@@ -280,14 +276,12 @@ impl SecretStore for PostgresStore {
     #[tracing::instrument(level = "debug", skip_all)]
     async fn delete_namespace(&self, access: &AccessKeyHash) -> Result<bool, StoreError> {
         self.run(async |client| {
-            let stmt = client
-                .prepare_cached(sql::DELETE_NAMESPACE)
-                .await
-                .map_err(db)?;
-            let deleted = client
-                .execute(&stmt, &[&access.as_bytes().as_slice()])
-                .await
-                .map_err(db)?;
+            let deleted = execute(
+                client,
+                sql::DELETE_NAMESPACE,
+                &[&access.as_bytes().as_slice()],
+            )
+            .await?;
             Ok(deleted > 0)
         })
         .await
@@ -300,17 +294,12 @@ impl SecretStore for PostgresStore {
         new: &AccessKeyHash,
     ) -> Result<bool, StoreError> {
         self.run(async |client| {
-            let stmt = client
-                .prepare_cached(sql::REPLACE_ACCESS_HASH)
-                .await
-                .map_err(db)?;
-            let replaced = client
-                .execute(
-                    &stmt,
-                    &[&old.as_bytes().as_slice(), &new.as_bytes().as_slice()],
-                )
-                .await
-                .map_err(db)?;
+            let replaced = execute(
+                client,
+                sql::REPLACE_ACCESS_HASH,
+                &[&old.as_bytes().as_slice(), &new.as_bytes().as_slice()],
+            )
+            .await?;
             Ok(replaced > 0)
         })
         .await
@@ -319,8 +308,7 @@ impl SecretStore for PostgresStore {
     #[tracing::instrument(level = "debug", skip_all)]
     async fn ping(&self) -> Result<(), StoreError> {
         self.run(async |client| {
-            let stmt = client.prepare_cached(sql::PING).await.map_err(db)?;
-            client.query_one(&stmt, &[]).await.map_err(db)?;
+            query(client, sql::PING, &[]).await?;
             Ok(())
         })
         .await
@@ -329,8 +317,7 @@ impl SecretStore for PostgresStore {
     #[tracing::instrument(level = "debug", skip_all)]
     async fn key_checks(&self) -> Result<Vec<KeyCheck>, StoreError> {
         self.run(async |client| {
-            let stmt = client.prepare_cached(sql::KEY_CHECKS).await.map_err(db)?;
-            let rows = client.query(&stmt, &[]).await.map_err(db)?;
+            let rows = query(client, sql::KEY_CHECKS, &[]).await?;
             rows.iter().map(key_check).collect()
         })
         .await
@@ -339,14 +326,12 @@ impl SecretStore for PostgresStore {
     #[tracing::instrument(level = "debug", skip_all, fields(key_id = %check.key_id))]
     async fn add_key_check(&self, check: &KeyCheck) -> Result<(), StoreError> {
         self.run(async |client| {
-            let stmt = client
-                .prepare_cached(sql::ADD_KEY_CHECK)
-                .await
-                .map_err(db)?;
-            client
-                .execute(&stmt, &[&check.key_id.as_str(), &check.ciphertext])
-                .await
-                .map_err(db)?;
+            execute(
+                client,
+                sql::ADD_KEY_CHECK,
+                &[&check.key_id.as_str(), &check.ciphertext],
+            )
+            .await?;
             Ok(())
         })
         .await
@@ -355,11 +340,7 @@ impl SecretStore for PostgresStore {
     #[tracing::instrument(level = "debug", skip_all)]
     async fn key_ids_in_use(&self) -> Result<Vec<KeyId>, StoreError> {
         self.run(async |client| {
-            let stmt = client
-                .prepare_cached(sql::KEY_IDS_IN_USE)
-                .await
-                .map_err(db)?;
-            let rows = client.query(&stmt, &[]).await.map_err(db)?;
+            let rows = query(client, sql::KEY_IDS_IN_USE, &[]).await?;
             rows.iter()
                 .map(|row| row.try_get::<_, String>(0).map(KeyId::new).map_err(db))
                 .collect()
@@ -370,11 +351,7 @@ impl SecretStore for PostgresStore {
     #[tracing::instrument(level = "debug", skip_all)]
     async fn count_by_key_id(&self) -> Result<Vec<(KeyId, u64)>, StoreError> {
         self.run(async |client| {
-            let stmt = client
-                .prepare_cached(sql::COUNT_BY_KEY_ID)
-                .await
-                .map_err(db)?;
-            let rows = client.query(&stmt, &[]).await.map_err(db)?;
+            let rows = query(client, sql::COUNT_BY_KEY_ID, &[]).await?;
             rows.iter().map(key_count).collect()
         })
         .await
@@ -391,23 +368,22 @@ impl SecretStore for PostgresStore {
         self.run(async |client| {
             let rows = match after {
                 None => {
-                    let stmt = client
-                        .prepare_cached(sql::WRAPPED_NOT_UNDER_FIRST)
-                        .await
-                        .map_err(db)?;
-                    client.query(&stmt, &[&active.as_str(), &limit]).await
+                    query(
+                        client,
+                        sql::WRAPPED_NOT_UNDER_FIRST,
+                        &[&active.as_str(), &limit],
+                    )
+                    .await?
                 }
                 Some(after) => {
-                    let stmt = client
-                        .prepare_cached(sql::WRAPPED_NOT_UNDER_AFTER)
-                        .await
-                        .map_err(db)?;
-                    client
-                        .query(&stmt, &[&active.as_str(), &after.as_uuid(), &limit])
-                        .await
+                    query(
+                        client,
+                        sql::WRAPPED_NOT_UNDER_AFTER,
+                        &[&active.as_str(), &after.as_uuid(), &limit],
+                    )
+                    .await?
                 }
-            }
-            .map_err(db)?;
+            };
             rows.iter().map(namespace_record).collect()
         })
         .await
@@ -436,15 +412,43 @@ impl SecretStore for PostgresStore {
             .map(|(_, new)| new.ciphertext.as_slice())
             .collect();
         self.run(async |client| {
-            let stmt = client
-                .prepare_cached(sql::REPLACE_WRAPPED_KEYS)
-                .await
-                .map_err(db)?;
-            client
-                .execute(&stmt, &[&ids, &old_ids, &old_keys, &new_ids, &new_keys])
-                .await
-                .map_err(db)
+            execute(
+                client,
+                sql::REPLACE_WRAPPED_KEYS,
+                &[&ids, &old_ids, &old_keys, &new_ids, &new_keys],
+            )
+            .await
         })
         .await
     }
+}
+
+/// Runs `sql` (prepared once per connection, then cached) with `params`, and returns its rows.
+async fn query(
+    client: &Client,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<Row>, StoreError> {
+    let stmt = client.prepare_cached(sql).await.map_err(db)?;
+    client.query(&stmt, params).await.map_err(db)
+}
+
+/// Runs `sql` as [`query`] does, for a statement that yields at most one row.
+async fn query_opt(
+    client: &Client,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Option<Row>, StoreError> {
+    let stmt = client.prepare_cached(sql).await.map_err(db)?;
+    client.query_opt(&stmt, params).await.map_err(db)
+}
+
+/// Runs `sql` as [`query`] does, for a statement that yields no rows: how many it changed.
+async fn execute(
+    client: &Client,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<u64, StoreError> {
+    let stmt = client.prepare_cached(sql).await.map_err(db)?;
+    client.execute(&stmt, params).await.map_err(db)
 }

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use rusqlite::types::ValueRef;
-use rusqlite::{Connection, OptionalExtension as _, params};
+use rusqlite::{Connection, OptionalExtension as _, Params, Row, params};
 use secrets_domain::model::{AccessKeyHash, KeyId, NamespaceId};
 use secrets_domain::ports::{
     KeyCheck, NameIndex, NamespaceRecord, NewNamespace, SealedSecret, SecretStore, StoreError,
@@ -157,11 +157,9 @@ impl SecretStore for SqliteStore {
                 if after > i64::from(max_secrets) && after > before {
                     return Err(StoreError::NamespaceFull.into());
                 }
-                let mut select = tx.prepare_cached(sql::LIST_SECRETS)?;
-                let secrets = select
-                    .query_map([ns.as_bytes()], |row| stored_secret(row, 0))?
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok(secrets)
+                all_rows(tx, sql::LIST_SECRETS, [ns.as_bytes()], |row| {
+                    stored_secret(row, 0)
+                })
             })
             .await
     }
@@ -230,13 +228,7 @@ impl SecretStore for SqliteStore {
     #[tracing::instrument(level = "debug", skip_all)]
     async fn key_checks(&self) -> Result<Vec<KeyCheck>, StoreError> {
         self.reads
-            .run(|conn| {
-                let mut stmt = conn.prepare_cached(sql::KEY_CHECKS)?;
-                let checks = stmt
-                    .query_map([], key_check)?
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok(checks)
-            })
+            .run(|conn| all_rows(conn, sql::KEY_CHECKS, [], key_check))
             .await
     }
 
@@ -259,11 +251,9 @@ impl SecretStore for SqliteStore {
     async fn key_ids_in_use(&self) -> Result<Vec<KeyId>, StoreError> {
         self.reads
             .run(|conn| {
-                let mut stmt = conn.prepare_cached(sql::KEY_IDS_IN_USE)?;
-                let ids = stmt
-                    .query_map([], |row| row.get::<_, String>(0).map(KeyId::new))?
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok(ids)
+                all_rows(conn, sql::KEY_IDS_IN_USE, [], |row| {
+                    row.get::<_, String>(0).map(KeyId::new)
+                })
             })
             .await
     }
@@ -271,13 +261,7 @@ impl SecretStore for SqliteStore {
     #[tracing::instrument(level = "debug", skip_all)]
     async fn count_by_key_id(&self) -> Result<Vec<(KeyId, u64)>, StoreError> {
         self.reads
-            .run(|conn| {
-                let mut stmt = conn.prepare_cached(sql::COUNT_BY_KEY_ID)?;
-                let counts = stmt
-                    .query_map([], key_count)?
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok(counts)
-            })
+            .run(|conn| all_rows(conn, sql::COUNT_BY_KEY_ID, [], key_count))
             .await
     }
 
@@ -290,22 +274,19 @@ impl SecretStore for SqliteStore {
     ) -> Result<Vec<NamespaceRecord>, StoreError> {
         let active = active.clone();
         self.reads
-            .run(move |conn| {
-                let mut stmt;
-                let rows = match after {
-                    None => {
-                        stmt = conn.prepare_cached(sql::WRAPPED_NOT_UNDER_FIRST)?;
-                        stmt.query_map(params![active.as_str(), limit], namespace_record)?
-                    }
-                    Some(after) => {
-                        stmt = conn.prepare_cached(sql::WRAPPED_NOT_UNDER_AFTER)?;
-                        stmt.query_map(
-                            params![active.as_str(), limit, after.as_bytes()],
-                            namespace_record,
-                        )?
-                    }
-                };
-                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            .run(move |conn| match after {
+                None => all_rows(
+                    conn,
+                    sql::WRAPPED_NOT_UNDER_FIRST,
+                    params![active.as_str(), limit],
+                    namespace_record,
+                ),
+                Some(after) => all_rows(
+                    conn,
+                    sql::WRAPPED_NOT_UNDER_AFTER,
+                    params![active.as_str(), limit, after.as_bytes()],
+                    namespace_record,
+                ),
             })
             .await
     }
@@ -377,4 +358,16 @@ fn count_secrets(tx: &Connection, ns: NamespaceId) -> Result<i64, Failure> {
     Ok(tx
         .prepare_cached(sql::COUNT_SECRETS)?
         .query_row([ns.as_bytes()], |row| row.get(0))?)
+}
+
+/// Every row `sql` yields for `params`, each read by `read`.
+fn all_rows<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl Params,
+    read: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Vec<T>, Failure> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt.query_map(params, read)?.collect::<Result<_, _>>()?;
+    Ok(rows)
 }
