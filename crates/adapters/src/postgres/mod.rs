@@ -21,7 +21,8 @@
 //! and each leaves one more session waiting behind it until the server runs out of connections.
 //!
 //! # Migrations
-//! `migrations/postgres/*.sql` are embedded at build time and applied by [`PostgresStore::migrate`].
+//! `migrations/postgres/*.sql` are embedded at build time (`crate::migrations` holds the list
+//! and what a run does) and applied by [`PostgresStore::migrate`].
 //!
 //! # Files
 //! - this file: [`PostgresStore`], its lifecycle (build, migrate, pool status, close) and `run`,
