@@ -7,9 +7,10 @@
 //!
 //! ```ignore
 //! conformance_suite!(sqlite, {
-//!     let dir = TempDir::new();                       // whatever must outlive the test
-//!     let store = SqliteStore::open(dir.path()).await.expect("open");
-//!     (store, dir)
+//!     let file = TempDb::new();                       // whatever must outlive the test
+//!     let store = SqliteStore::open(file.path(), options).await.expect("open");
+//!     store.migrate().await.expect("migrate");
+//!     (store, file)
 //! });
 //! ```
 //!
