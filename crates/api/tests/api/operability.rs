@@ -359,7 +359,7 @@ async fn relay(mut inbound: TcpStream, upstream: Arc<str>, mut link: watch::Rece
     match state {
         Link::Down => return,
         Link::Silent => {
-            let _ = link.wait_for(|l| *l != Link::Silent).await;
+            drop(link.wait_for(|l| *l != Link::Silent).await);
             return;
         }
         Link::Up => {}
@@ -372,7 +372,7 @@ async fn relay(mut inbound: TcpStream, upstream: Arc<str>, mut link: watch::Rece
         changed = link.wait_for(|l| *l != Link::Up) => changed.ok().map(|l| *l),
     };
     if changed == Some(Link::Silent) {
-        let _ = link.wait_for(|l| *l != Link::Silent).await;
+        drop(link.wait_for(|l| *l != Link::Silent).await);
     }
 }
 
@@ -533,7 +533,7 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        drop(std::fs::remove_dir_all(&self.0));
     }
 }
 
