@@ -402,6 +402,19 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_storage_url_is_never_echoed() {
+        for url in ["mysql://user:hunter2@db/x", "hunter2"] {
+            let error = Settings::load(None, &env(&[("DATABASE_URL", url)])).expect_err(url);
+            let message = error.to_string();
+            assert!(message.contains("DATABASE_URL"), "{message}");
+            assert!(!message.contains("hunter2"), "{message}");
+        }
+        let error =
+            Settings::load(None, &env(&[("DATABASE_URL", "sqlite://")])).expect_err("no path");
+        assert!(error.to_string().contains("needs a file path"), "{error}");
+    }
+
+    #[test]
     fn a_config_file_overrides_the_defaults_and_the_environment_overrides_the_file() {
         let dir = std::env::temp_dir().join(format!("secrets-settings-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).expect("dir");
