@@ -10,17 +10,17 @@
 use std::time::Duration;
 
 use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::dev::ServiceResponse;
 use actix_web::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use actix_web::test::{self, TestRequest};
 use actix_web::web::Data;
-use actix_web::{App, Error};
 use secrecy::SecretString;
 use secrets_adapters::PoolStatus;
 use secrets_api::auth::ServiceTokens;
 use secrets_api::body::BodyLimits;
 use secrets_api::handlers::AppState;
 use secrets_api::metrics::Metrics;
+use secrets_api::routes;
 use secrets_domain::testing::{CountingRandom, FakeEnvelope, InMemoryStore};
 use secrets_domain::{Limits, SecretsService};
 use serde_json::{Value, json};
@@ -28,17 +28,16 @@ use serde_json::{Value, json};
 const TOKEN: &str = "in-memory-token";
 const BEARER: &str = "Bearer in-memory-token";
 
-/// The application over the fakes: at most 3 secrets a namespace, values of at most 16 bytes,
-/// bodies of at most 256 bytes.
-fn in_memory_app() -> App<
-    impl ServiceFactory<
-        ServiceRequest,
-        Config = (),
-        Response = ServiceResponse<impl MessageBody>,
-        Error = Error,
-        InitError = (),
-    >,
-> {
+/// What the application over the fakes shares: its state, tokens and metrics.
+type Parts = (
+    Data<AppState<InMemoryStore, FakeEnvelope, CountingRandom>>,
+    Data<ServiceTokens>,
+    Data<Metrics>,
+);
+
+/// The application's parts over the fakes: at most 3 secrets a namespace, values of at most
+/// 16 bytes, bodies of at most 256 bytes. Each test mounts them with `routes::app`.
+fn in_memory() -> Parts {
     let service = SecretsService::new(
         InMemoryStore::new(),
         FakeEnvelope::new("key-1", &[]),
@@ -63,7 +62,7 @@ fn in_memory_app() -> App<
         waiting: 0,
     })
     .expect("metrics register");
-    secrets_api::routes::app(state, tokens, Data::new(metrics))
+    (state, tokens, Data::new(metrics))
 }
 
 /// A request with the service token.
@@ -100,7 +99,8 @@ fn error(answer: &(u16, Value), status: u16, code: &str) -> String {
 
 #[actix_web::test]
 async fn a_namespace_lives_from_creation_to_deletion() {
-    let app = test::init_service(in_memory_app()).await;
+    let (state, tokens, metrics) = in_memory();
+    let app = test::init_service(routes::app(state, tokens, metrics)).await;
     let call = async |request: TestRequest| {
         answer(test::call_service(&app, request.to_request()).await).await
     };
@@ -196,7 +196,8 @@ async fn a_namespace_lives_from_creation_to_deletion() {
 
 #[actix_web::test]
 async fn refusals_have_the_documented_status_and_code() {
-    let app = test::init_service(in_memory_app()).await;
+    let (state, tokens, metrics) = in_memory();
+    let app = test::init_service(routes::app(state, tokens, metrics)).await;
     let call = async |request: TestRequest| {
         answer(test::call_service(&app, request.to_request()).await).await
     };
@@ -311,7 +312,8 @@ async fn refusals_have_the_documented_status_and_code() {
 
 #[actix_web::test]
 async fn the_operations_endpoints_answer() {
-    let app = test::init_service(in_memory_app()).await;
+    let (state, tokens, metrics) = in_memory();
+    let app = test::init_service(routes::app(state, tokens, metrics)).await;
     let call = async |request: TestRequest| {
         answer(test::call_service(&app, request.to_request()).await).await
     };
