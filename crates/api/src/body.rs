@@ -15,10 +15,10 @@
 //!    `MapPreventDuplicates`.
 //!
 //! serde's own messages quote what was sent (`invalid type: string "hunter2"`, or the name of
-//! an unknown field), and a rejected value, or a key in the wrong place, may well be a secret. So no
-//! serde message reaches a response: each refusal becomes one of the fixed sentences below,
-//! chosen by where the error is (the failing field, known or not, or the object itself) and
-//! never by its text.
+//! an unknown field), and a rejected value, or a key in the wrong place, may well be a secret.
+//! So no serde message reaches a response: each refusal becomes one of the fixed sentences
+//! below, chosen by where the error is (the failing field, known or not, or the object
+//! itself) and never by its text.
 
 use std::time::Duration;
 

@@ -6,7 +6,7 @@
 //!
 //! # Layout
 //! - `main.rs` (the binary): the command line, and the one place the store is chosen
-//!   (`match backend { Sqlite => run::<SqliteStore>(..), Postgres => run::<PostgresStore>(..) }`),
+//!   (`match backend { Sqlite(path) => run_on::<SqliteStore>(&path, ..), .. }`),
 //!   after which every command is one generic function.
 //! - [`settings`]: layered configuration, parsed once into typed values ([`settings::Backend`],
 //!   a non-zero pool size), and key material (`_FILE` forms included).

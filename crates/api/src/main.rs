@@ -1,4 +1,5 @@
-//! `secrets-service`: parse the command line, load settings, start logging, run the command.
+//! `secrets-service`: parse the command line, load settings, start logging, then choose the
+//! store once and run the command over it (`run_on::<SqliteStore>` or `run_on::<PostgresStore>`).
 
 // The doc comments below are the commands' `--help` text, where backticks would be printed
 // as they are.

@@ -1,6 +1,6 @@
 //! Start-up: from settings to a bound, running server. With `main.rs`, the composition root:
-//! `main.rs` chooses the store once (`run::<SqliteStore>` or `run::<PostgresStore>`), and this
-//! module wires it to the ring envelope and the OS randomness source ([`Service`]).
+//! `main.rs` chooses the store once (`run_on::<SqliteStore>` or `run_on::<PostgresStore>`),
+//! and this module wires it to the ring envelope and the OS randomness source ([`Service`]).
 //!
 //! [`Application::build`] does everything that can fail before serving, in order: resolve the
 //! keys (or generate development ones), open the store, apply migrations, check the configured
