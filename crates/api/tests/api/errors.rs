@@ -203,14 +203,7 @@ async fn bulk_counts_outside_one_to_five_hundred_create_nothing() {
             .expect("sent");
         assert_error(response, 400, "invalid_request").await;
     }
-    let count: i64 = app
-        .db_client()
-        .await
-        .query_one("SELECT count(*) FROM namespaces", &[])
-        .await
-        .expect("count")
-        .get(0);
-    assert_eq!(count, 0);
+    assert_eq!(app.namespace_count().await, 0);
 }
 
 #[tokio::test]

@@ -181,6 +181,16 @@ impl TestApp {
         client
     }
 
+    /// How many namespaces the database holds.
+    pub async fn namespace_count(&self) -> i64 {
+        self.db_client()
+            .await
+            .query_one("SELECT count(*) FROM namespaces", &[])
+            .await
+            .expect("count")
+            .get(0)
+    }
+
     /// Every row of every table of the public schema, as PostgreSQL prints it (bytea as hex).
     pub async fn dump_tables(&self) -> String {
         let client = self.db_client().await;

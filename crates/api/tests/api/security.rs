@@ -32,15 +32,7 @@ async fn namespace_routes_need_a_valid_service_token() {
         let response = request.send().await.expect("sent");
         assert_error(response, 401, "unauthorized").await;
     }
-    assert_eq!(
-        app.db_client()
-            .await
-            .query_one("SELECT count(*) FROM namespaces", &[])
-            .await
-            .expect("count")
-            .get::<_, i64>(0),
-        1
-    );
+    assert_eq!(app.namespace_count().await, 1);
 }
 
 #[tokio::test]
@@ -69,15 +61,7 @@ async fn two_authorization_headers_are_refused_whichever_comes_first() {
             assert_error(response, 401, "unauthorized").await;
         }
     }
-    assert_eq!(
-        app.db_client()
-            .await
-            .query_one("SELECT count(*) FROM namespaces", &[])
-            .await
-            .expect("count")
-            .get::<_, i64>(0),
-        1
-    );
+    assert_eq!(app.namespace_count().await, 1);
 }
 
 #[tokio::test]
