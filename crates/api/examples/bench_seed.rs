@@ -63,9 +63,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use clap::{Parser, ValueEnum};
 use secrets_adapters::crypto::{Kek, OsRandom, RingEnvelope};
 use secrets_adapters::postgres::PostgresStore;
-use secrets_adapters::{Store as _, StoreOptions};
-use secrets_api::app::ResolvedKeys;
-use secrets_api::handlers::Service;
+use secrets_adapters::{Store, StoreOptions};
+use secrets_api::keys::ResolvedKeys;
+use secrets_api::startup::Service;
 use secrets_domain::ports::{Envelope as _, NamespaceKeys as _, Random as _};
 use secrets_domain::{
     AccessKey, BulkCount, Limits, NamespaceId, PatchChange, SecretName, SecretValue,
@@ -362,7 +362,7 @@ async fn open_service(url: &str, concurrency: u64, limits: Limits) -> Result<See
         })?);
         Kek::from_base64(&text).map_err(|e| format!("KEY_ENCRYPTION_KEY: {e}"))?
     };
-    let store = PostgresStore::open(
+    let store = <PostgresStore as Store>::open(
         &url.to_owned().into(),
         StoreOptions {
             // One connection per task, and one for the key check and the reads at the end.
@@ -373,8 +373,7 @@ async fn open_service(url: &str, concurrency: u64, limits: Limits) -> Result<See
     )
     .await
     .map_err(|e| format!("the database URL: {}", chain(&e)))?;
-    store
-        .migrate()
+    Store::migrate(&store)
         .await
         .map_err(|e| format!("migrating the database: {}", chain(&e)))?;
     let service = ResolvedKeys {

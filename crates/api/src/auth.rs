@@ -5,6 +5,10 @@
 //! ways: each configured token is kept as its SHA-256, so the presented token is compared as
 //! a fixed-length digest (no length leak), and every configured token is compared, without
 //! stopping at the first match (no position leak).
+//!
+//! A request must carry exactly one `Authorization` header: with two, which one a proxy or a
+//! framework would judge is anyone's guess, so ambiguous credentials are refused like wrong
+//! ones.
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -50,15 +54,17 @@ impl ServiceTokens {
     }
 }
 
-/// Middleware: lets a request through only with an accepted bearer token; otherwise 401.
+/// Middleware: lets a request through only with one `Authorization` header holding an
+/// accepted bearer token; otherwise 401.
 pub async fn require_token(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, Error> {
-    let presented = req
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|value| value.as_bytes().strip_prefix(b"Bearer "));
+    let mut headers = req.headers().get_all(AUTHORIZATION);
+    let presented = match (headers.next(), headers.next()) {
+        (Some(only), None) => only.as_bytes().strip_prefix(b"Bearer "),
+        _ => None,
+    };
     let accepted = match (presented, req.app_data::<web::Data<ServiceTokens>>()) {
         (Some(token), Some(tokens)) => tokens.accepts(token),
         _ => false,

@@ -11,11 +11,76 @@ use secrets_domain::Error as DomainError;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+// The one list of codes: the HTTP mapping below, the OpenAPI document (the `code` field's
+// schema is this enum) and the docs all use it.
+/// Every code an error answer carries (SPEC 3.4): stable, to act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// 400: the body is not JSON (or not UTF-8).
+    InvalidJson,
+    /// 400: well-formed JSON, or a path, that does not fit the request.
+    InvalidRequest,
+    /// 401: missing, wrong or ambiguous service token.
+    Unauthorized,
+    /// 404: no namespace has this access key (or it is malformed).
+    NamespaceNotFound,
+    /// 404: the namespace has no secret of that name.
+    SecretNotFound,
+    /// 404: no such route.
+    NotFound,
+    /// 405: the route does not accept this method.
+    MethodNotAllowed,
+    /// 408: the body did not arrive within `server.body_timeout_ms`.
+    RequestTimeout,
+    /// 409: the namespace holds its maximum number of secrets.
+    NamespaceFull,
+    /// 413: the body, or a value, is over its limit.
+    PayloadTooLarge,
+    /// 415: the body is not sent as a media type the route accepts.
+    UnsupportedMediaType,
+    /// 500: stored data failed its integrity check.
+    IntegrityError,
+    /// 500: a bug.
+    Internal,
+    /// 503: the store cannot be reached; retry later.
+    Unavailable,
+}
+
+impl ErrorCode {
+    /// The code as it is sent, e.g. `namespace_not_found`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidJson => "invalid_json",
+            Self::InvalidRequest => "invalid_request",
+            Self::Unauthorized => "unauthorized",
+            Self::NamespaceNotFound => "namespace_not_found",
+            Self::SecretNotFound => "secret_not_found",
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::RequestTimeout => "request_timeout",
+            Self::NamespaceFull => "namespace_full",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::IntegrityError => "integrity_error",
+            Self::Internal => "internal",
+            Self::Unavailable => "unavailable",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// An error response.
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
-    code: &'static str,
+    code: ErrorCode,
     message: String,
 }
 
@@ -34,19 +99,15 @@ pub struct ErrorBody<'a> {
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(as = ErrorDetail)]
 pub struct ErrorDetail<'a> {
-    /// A stable `snake_case` code to act on: `invalid_json`, `invalid_request`,
-    /// `unauthorized`, `namespace_not_found`, `secret_not_found`, `not_found`,
-    /// `method_not_allowed`, `request_timeout`, `namespace_full`, `payload_too_large`,
-    /// `unsupported_media_type`, `integrity_error`, `internal` or `unavailable`.
-    #[schema(example = "namespace_not_found")]
-    pub code: &'a str,
+    /// What went wrong, as a stable code to act on.
+    pub code: ErrorCode,
     /// A sentence for people. It names the offending field where there is one, and never holds
     /// a secret's value, an access key or an internal detail.
     pub message: &'a str,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -57,13 +118,13 @@ impl ApiError {
     /// 400 `invalid_json`: the body is not JSON.
     #[must_use]
     pub fn invalid_json(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_json", message)
+        Self::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidJson, message)
     }
 
-    /// 400 `invalid_request`: well-formed JSON that does not fit the request.
+    /// 400 `invalid_request`: well-formed JSON, or a path, that does not fit the request.
     #[must_use]
     pub fn invalid_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+        Self::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest, message)
     }
 
     /// 401 `unauthorized`.
@@ -71,7 +132,7 @@ impl ApiError {
     pub fn unauthorized() -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,
-            "unauthorized",
+            ErrorCode::Unauthorized,
             "a valid service token is required (Authorization: Bearer <token>)",
         )
     }
@@ -81,7 +142,7 @@ impl ApiError {
     pub fn namespace_not_found() -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
-            "namespace_not_found",
+            ErrorCode::NamespaceNotFound,
             "no namespace has this access key",
         )
     }
@@ -89,7 +150,7 @@ impl ApiError {
     /// 404 `not_found`: no such route.
     #[must_use]
     pub fn route_not_found() -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+        Self::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such route")
     }
 
     /// 405 `method_not_allowed`.
@@ -97,7 +158,7 @@ impl ApiError {
     pub fn method_not_allowed() -> Self {
         Self::new(
             StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
+            ErrorCode::MethodNotAllowed,
             "this route does not accept this method",
         )
     }
@@ -107,7 +168,7 @@ impl ApiError {
     pub fn body_too_large(limit: usize) -> Self {
         Self::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
+            ErrorCode::PayloadTooLarge,
             format!("the request body is larger than the limit of {limit} bytes"),
         )
     }
@@ -121,7 +182,7 @@ impl ApiError {
     pub fn body_timeout() -> Self {
         Self::new(
             StatusCode::REQUEST_TIMEOUT,
-            "request_timeout",
+            ErrorCode::RequestTimeout,
             "the request body did not arrive in time",
         )
     }
@@ -131,7 +192,7 @@ impl ApiError {
     pub fn unsupported_media_type(expected: &str) -> Self {
         Self::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             format!("the request body must be sent as {expected}"),
         )
     }
@@ -141,7 +202,7 @@ impl ApiError {
     pub fn unavailable() -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
+            ErrorCode::Unavailable,
             "the service cannot reach its store; retry later",
         )
     }
@@ -149,8 +210,16 @@ impl ApiError {
     fn internal() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
+            ErrorCode::Internal,
             "an internal error occurred",
+        )
+    }
+
+    fn integrity() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::IntegrityError,
+            "stored data failed its integrity check",
         )
     }
 
@@ -160,9 +229,9 @@ impl ApiError {
         Self::internal()
     }
 
-    /// The error's code, e.g. `namespace_not_found`.
+    /// The error's code.
     #[must_use]
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         self.code
     }
 }
@@ -216,17 +285,17 @@ impl From<DomainError> for ApiError {
             DomainError::NamespaceNotFound => Self::namespace_not_found(),
             DomainError::SecretNotFound => Self::new(
                 StatusCode::NOT_FOUND,
-                "secret_not_found",
+                ErrorCode::SecretNotFound,
                 "the namespace has no secret of that name",
             ),
             DomainError::NamespaceFull { limit } => Self::new(
                 StatusCode::CONFLICT,
-                "namespace_full",
+                ErrorCode::NamespaceFull,
                 format!("the namespace already holds its maximum of {limit} secrets"),
             ),
             DomainError::ValueTooLarge { limit } => Self::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
+                ErrorCode::PayloadTooLarge,
                 format!("value: larger than the limit of {limit} bytes"),
             ),
             DomainError::Integrity { namespace } => {
@@ -234,11 +303,7 @@ impl From<DomainError> for ApiError {
                     namespace = %namespace,
                     "a stored ciphertext failed authentication (tampered, copied or wrong key)"
                 );
-                Self::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "integrity_error",
-                    "stored data failed its integrity check",
-                )
+                Self::integrity()
             }
             DomainError::UnknownKey { namespace, key_id } => {
                 tracing::error!(
@@ -246,11 +311,7 @@ impl From<DomainError> for ApiError {
                     key_id = %key_id,
                     "a data key is wrapped under a key-encryption key that is not configured"
                 );
-                Self::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "integrity_error",
-                    "stored data failed its integrity check",
-                )
+                Self::integrity()
             }
             DomainError::Unavailable(source) => {
                 log_chain(

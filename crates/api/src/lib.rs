@@ -5,32 +5,50 @@
 //! start-up, where the adapters are chosen and wired.
 //!
 //! # Layout
-//! - [`settings`]: layered configuration and key material (`_FILE` forms included).
-//! - [`app`]: start-up ([`Application::build`]), the routes, the one place a store is chosen.
-//! - [`handlers`]: one function per endpoint.
-//! - [`wire`]: request parsing and response bodies.
+//! - `main.rs` (the binary): the command line, and the one place the store is chosen
+//!   (`match backend { Sqlite(path) => run_on::<SqliteStore>(&path, ..), .. }`),
+//!   after which every command is one generic function.
+//! - [`settings`]: layered configuration, parsed once into typed values ([`settings::Backend`],
+//!   a non-zero pool size), and key material (`_FILE` forms included).
+//! - [`startup`]: [`Application::build`] (keys, store, migrations, key check, bind),
+//!   `run_until_stopped`, and the service type the binary runs ([`startup::Service`]).
+//! - [`shutdown`]: SIGTERM and SIGINT, both drained gracefully.
+//! - [`keys`]: KEKs and tokens ready for use; [`keys::dev`], the development keys file.
+//! - [`routes`]: the application: every route, its middleware and shared data, generic over
+//!   the service's ports.
+//! - [`handlers`]: one function per endpoint, by resource ([`handlers::namespaces`],
+//!   [`handlers::secrets`], [`handlers::operations`]), each beside its request and response
+//!   bodies.
+//! - [`body`]: reading a request body (size, time, media type) and decoding it into its derived
+//!   type with fixed sentences that never echo input.
+//! - [`path`]: path parameters, percent-decoded strictly.
 //! - [`auth`]: the service-token middleware (constant-time comparison).
-//! - [`error`]: [`ApiError`] and the exhaustive mapping of domain errors to SPEC 3.4.
-//! - [`devkeys`]: generated keys for zero-setup development on the embedded store.
+//! - [`error`]: [`ErrorCode`], [`ApiError`] and the exhaustive mapping of domain errors to
+//!   SPEC 3.4.
+//! - [`responses`]: the error responses of the OpenAPI document, as shared sets.
+//! - [`openapi`]: the OpenAPI document, generated from the handlers and bodies.
 //! - [`rotate`]: the `rotate-kek` command's driver and progress report.
 //! - [`middleware`]: request id, one log line and metrics per request.
 //! - [`metrics`]: the Prometheus registry each application owns.
-//! - [`openapi`]: the OpenAPI document, generated from the handlers and bodies.
 //! - [`telemetry`]: tracing set-up.
 
-pub mod app;
 pub mod auth;
-pub mod devkeys;
+pub mod body;
 pub mod error;
 pub mod handlers;
+pub mod keys;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;
+pub mod path;
+pub mod responses;
 pub mod rotate;
+pub mod routes;
 pub mod settings;
+pub mod shutdown;
+pub mod startup;
 pub mod telemetry;
-pub mod wire;
 
-pub use app::{Application, StartupError};
-pub use error::ApiError;
+pub use error::{ApiError, ErrorCode};
 pub use settings::{KeyMaterial, Settings};
+pub use startup::{Application, StartupError};

@@ -1,4 +1,5 @@
-//! `secrets-service`: parse the command line, load settings, start logging, run the command.
+//! `secrets-service`: parse the command line, load settings, start logging, then choose the
+//! store once and run the command over it (`run_on::<SqliteStore>` or `run_on::<PostgresStore>`).
 
 // The doc comments below are the commands' `--help` text, where backticks would be printed
 // as they are.
@@ -9,11 +10,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use secrets_api::app::{self, Migrate, StoreUser};
-use secrets_api::rotate;
-use secrets_api::settings::Mode;
-use secrets_api::{Application, KeyMaterial, Settings, StartupError};
-use secrets_domain::ports::SecretStore;
+use secrets_adapters::postgres::PostgresStore;
+use secrets_adapters::sqlite::SqliteStore;
+use secrets_adapters::{MigrationReport, Store};
+use secrets_api::settings::{Backend, Mode};
+use secrets_api::startup::{self, Service};
+use secrets_api::{Application, KeyMaterial, Settings, StartupError, keys, rotate};
 
 /// An internal HTTP service that holds customers' secrets, encrypted per namespace.
 ///
@@ -86,7 +88,8 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<(), String> {
-    if let Some(Command::GenKey) = cli.command {
+    let command = cli.command.unwrap_or(Command::Serve);
+    if let Command::GenKey = command {
         let key = secrets_adapters::crypto::generate_key_base64().map_err(|e| e.to_string())?;
         println!("{}", key.as_str());
         return Ok(());
@@ -106,108 +109,102 @@ fn run(cli: Cli) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    // The one place the store is chosen; every command after it is generic over the store.
     runtime.block_on(async move {
-        match cli.command {
-            None | Some(Command::Serve) => serve(settings, keys).await,
-            Some(Command::Migrate) => app::with_store(&settings, MigrateCommand).await,
-            Some(Command::Check) => check(&settings, keys).await,
-            Some(Command::RotateKek { batch_size }) => rotate(&settings, keys, batch_size).await,
-            Some(Command::GenKey) => Ok(()),
+        match settings.storage.backend.clone() {
+            Backend::Sqlite(path) => run_on::<SqliteStore>(&path, command, settings, keys).await,
+            Backend::Postgres(url) => run_on::<PostgresStore>(&url, command, settings, keys).await,
         }
         .map_err(|e| e.to_string())
     })
 }
 
-async fn serve(settings: Settings, keys: KeyMaterial) -> Result<(), StartupError> {
-    let application = Application::build(settings, keys).await?;
-    application
-        .run_until_stopped()
-        .await
-        .map_err(|source| StartupError::Bind {
-            address: "the listener".into(),
-            source,
-        })
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    /// The service, or the command's use of the store, could not start.
+    #[error(transparent)]
+    Startup(#[from] StartupError),
+    /// The server failed while serving.
+    #[error("serving: {0}")]
+    Serving(#[source] std::io::Error),
+    /// A use case failed while running a command.
+    #[error("{0}")]
+    Domain(#[from] secrets_domain::Error),
+    /// `rotate-kek` left data keys it could not re-wrap (each is logged with its namespace id).
+    #[error("{0} data keys could not be re-wrapped; see the log for their namespaces' ids")]
+    RotationIncomplete(u64),
 }
 
-struct MigrateCommand;
-
-impl StoreUser for MigrateCommand {
-    type Output = Result<(), StartupError>;
-
-    async fn run<S: SecretStore + Migrate>(self, store: S) -> Self::Output {
-        store.migrate().await.map_err(StartupError::Store)?;
-        println!("migrations applied");
-        Ok(())
+/// Runs `command` on the store `S` at `location`.
+async fn run_on<S: Store>(
+    location: &S::Location,
+    command: Command,
+    settings: Settings,
+    keys: KeyMaterial,
+) -> Result<(), Failure> {
+    match command {
+        Command::Serve => {
+            let application = Application::build::<S>(location, settings, keys).await?;
+            application
+                .run_until_stopped()
+                .await
+                .map_err(Failure::Serving)
+        }
+        Command::Migrate => {
+            let store: S = startup::open(location, &settings).await?;
+            let report = store.migrate().await.map_err(StartupError::Store)?;
+            print_migrations(&report);
+            Ok(())
+        }
+        Command::Check => {
+            checked_service::<S>(location, &settings, keys).await?;
+            println!("configuration and key-encryption keys check out");
+            Ok(())
+        }
+        Command::RotateKek { batch_size } => {
+            // The same refusals as start-up: never re-wrap with a key that fails its check.
+            let service = checked_service::<S>(location, &settings, keys).await?;
+            let report =
+                rotate::rotate_kek(&service, batch_size, &mut rotate::Console::new()).await?;
+            println!(
+                "re-wrapped: {}, already current: {}, changed meanwhile: {}, failed: {}",
+                report.rewrapped, report.already_current, report.skipped, report.failed
+            );
+            if report.failed > 0 {
+                return Err(Failure::RotationIncomplete(report.failed));
+            }
+            Ok(())
+        }
+        // Answered before the settings are loaded: it needs none.
+        Command::GenKey => Ok(()),
     }
 }
 
-async fn check(settings: &Settings, keys: KeyMaterial) -> Result<(), StartupError> {
-    let resolved = app::resolve_keys(settings, keys)?;
-    app::with_store(
-        settings,
-        CheckCommand {
-            resolved,
-            limits: settings.domain_limits(),
-        },
-    )
-    .await
-}
-
-async fn rotate(
+/// The use cases over the store at `location`, with the configured keys checked against it.
+async fn checked_service<S: Store>(
+    location: &S::Location,
     settings: &Settings,
     keys: KeyMaterial,
-    batch_size: u32,
-) -> Result<(), StartupError> {
-    let resolved = app::resolve_keys(settings, keys)?;
-    app::with_store(
-        settings,
-        RotateCommand {
-            resolved,
-            limits: settings.domain_limits(),
-            batch_size,
-        },
-    )
-    .await
+) -> Result<Service<S>, StartupError> {
+    let keys = keys::resolve(settings, keys)?;
+    let store = startup::open(location, settings).await?;
+    startup::checked_service(store, keys, settings).await
 }
 
-struct RotateCommand {
-    resolved: app::ResolvedKeys,
-    limits: secrets_domain::Limits,
-    batch_size: u32,
-}
-
-impl StoreUser for RotateCommand {
-    type Output = Result<(), StartupError>;
-
-    async fn run<S: SecretStore + Migrate>(self, store: S) -> Self::Output {
-        let service = self.resolved.service(store, self.limits);
-        // The same refusals as start-up: never re-wrap with a key that fails its check.
-        service.check_keys().await?;
-        let report =
-            rotate::rotate_kek(&service, self.batch_size, &mut rotate::Console::new()).await?;
-        println!(
-            "re-wrapped: {}, already current: {}, changed meanwhile: {}, failed: {}",
-            report.rewrapped, report.already_current, report.skipped, report.failed
-        );
-        if report.failed > 0 {
-            return Err(StartupError::RotationIncomplete(report.failed));
-        }
-        Ok(())
+fn print_migrations(report: &MigrationReport) {
+    if report.applied.is_empty() {
+        println!("no migrations were pending");
     }
-}
-
-struct CheckCommand {
-    resolved: app::ResolvedKeys,
-    limits: secrets_domain::Limits,
-}
-
-impl StoreUser for CheckCommand {
-    type Output = Result<(), StartupError>;
-
-    async fn run<S: SecretStore + Migrate>(self, store: S) -> Self::Output {
-        let service = self.resolved.service(store, self.limits);
-        service.check_keys().await?;
-        println!("configuration and key-encryption keys check out");
-        Ok(())
+    for migration in &report.applied {
+        println!(
+            "applied migration {} ({})",
+            migration.version, migration.name
+        );
+    }
+    if let Some(version) = report.newer_in_database {
+        println!(
+            "the database has migration {version}, newer than this binary knows: a newer release migrated it"
+        );
     }
 }

@@ -13,7 +13,13 @@
 //! and `status` is the numeric status.
 //!
 //! The pool gauges are read from the store when `/metrics` is scraped rather than kept up to
-//! date: the pool already counts, so there is nothing to track between scrapes.
+//! date: the pool already counts, so there is nothing to track between scrapes. [`Metrics`]
+//! holds how to read it (a closure over the store, given at start-up as
+//! `move || store.pool_status()`, the adapters' [`Store::pool_status`]), so neither the route
+//! nor the registry depends on which store serves, and an application over a store without a
+//! pool (the in-memory one, in tests) gives a reader of its own.
+//!
+//! [`Store::pool_status`]: secrets_adapters::Store::pool_status
 
 use std::time::Duration;
 
@@ -23,32 +29,12 @@ use prometheus::{
     Registry, TextEncoder,
 };
 use secrets_adapters::PoolStatus;
-use secrets_adapters::postgres::PostgresStore;
-use secrets_adapters::sqlite::SqliteStore;
 
 /// The `route` label (and log field) of a request that matched no route.
 pub const UNMATCHED_ROUTE: &str = "<unmatched>";
 
 /// The media type of the Prometheus text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-/// A store whose connection pool can be observed.
-pub trait PoolState {
-    /// The pool's state now.
-    fn pool_state(&self) -> PoolStatus;
-}
-
-impl PoolState for PostgresStore {
-    fn pool_state(&self) -> PoolStatus {
-        self.pool_status()
-    }
-}
-
-impl PoolState for SqliteStore {
-    fn pool_state(&self) -> PoolStatus {
-        self.pool_status()
-    }
-}
 
 /// The method as a label value: one of a closed set, so an invented method cannot add series.
 #[must_use]
@@ -74,6 +60,7 @@ pub struct Metrics {
     latency: HistogramVec,
     pool_connections: IntGaugeVec,
     pool_waiting: IntGauge,
+    pool_status: Box<dyn Fn() -> PoolStatus + Send + Sync>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -84,11 +71,15 @@ impl std::fmt::Debug for Metrics {
 
 impl Metrics {
     /// Registers every metric in a registry of its own. `backend` names the store
-    /// (`sqlite` or `postgres`) in the build information.
+    /// (`sqlite` or `postgres`) in the build information; `pool_status` reads its connection
+    /// pool at each scrape.
     ///
     /// # Errors
     /// Only when two metrics share a name: a bug, reported at start-up.
-    pub fn new(backend: &str) -> Result<Self, prometheus::Error> {
+    pub fn new(
+        backend: &str,
+        pool_status: impl Fn() -> PoolStatus + Send + Sync + 'static,
+    ) -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
             Opts::new(
@@ -141,6 +132,7 @@ impl Metrics {
             latency,
             pool_connections,
             pool_waiting,
+            pool_status: Box::new(pool_status),
         })
     }
 
@@ -160,8 +152,9 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    /// The text exposition of every metric, with the pool gauges set from `pool` first.
-    pub fn render(&self, pool: PoolStatus) -> Result<String, prometheus::Error> {
+    /// The text exposition of every metric, with the pool gauges read first.
+    pub fn render(&self) -> Result<String, prometheus::Error> {
+        let pool = (self.pool_status)();
         let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
         for (state, value) in [
             ("max", pool.max_size),
@@ -185,7 +178,13 @@ mod tests {
 
     #[test]
     fn a_request_is_counted_under_its_labels_and_the_pool_and_build_are_reported() {
-        let metrics = Metrics::new("sqlite").expect("metrics register");
+        let metrics = Metrics::new("sqlite", || PoolStatus {
+            max_size: 16,
+            size: 3,
+            available: 2,
+            waiting: 5,
+        })
+        .expect("metrics register");
         metrics.observe_request(
             "GET",
             "/namespaces/{accessKey}",
@@ -198,14 +197,7 @@ mod tests {
             200,
             Duration::from_millis(7),
         );
-        let text = metrics
-            .render(PoolStatus {
-                max_size: 16,
-                size: 3,
-                available: 2,
-                waiting: 5,
-            })
-            .expect("renders");
+        let text = metrics.render().expect("renders");
         for line in [
             r#"secrets_http_requests_total{method="GET",route="/namespaces/{accessKey}",status="200"} 2"#,
             r#"secrets_http_request_duration_seconds_count{method="GET",route="/namespaces/{accessKey}",status="200"} 2"#,
@@ -225,22 +217,22 @@ mod tests {
 
     #[test]
     fn two_applications_count_separately() {
-        let one = Metrics::new("sqlite").expect("one");
-        let two = Metrics::new("sqlite").expect("two");
-        one.observe_request("POST", "/namespaces", 201, Duration::from_millis(1));
-        let pool = PoolStatus {
+        let pool = || PoolStatus {
             max_size: 1,
             size: 0,
             available: 0,
             waiting: 0,
         };
+        let one = Metrics::new("sqlite", pool).expect("one");
+        let two = Metrics::new("sqlite", pool).expect("two");
+        one.observe_request("POST", "/namespaces", 201, Duration::from_millis(1));
         assert!(
-            one.render(pool)
+            one.render()
                 .expect("one")
                 .contains("secrets_http_requests_total{")
         );
         assert!(
-            !two.render(pool)
+            !two.render()
                 .expect("two")
                 .contains("secrets_http_requests_total{")
         );

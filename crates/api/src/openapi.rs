@@ -1,7 +1,8 @@
 //! The OpenAPI 3.1 document of the whole API, generated from the code.
 //!
 //! Each handler carries its operation (`#[utoipa::path]` in [`crate::handlers`]) and each body
-//! its schema (`ToSchema` in [`crate::wire`] and [`crate::error`]); [`ApiDoc`] gathers them, and
+//! its schema (`ToSchema` beside the handler that uses it, and in [`crate::error`]); the error
+//! rows are the shared sets of [`crate::responses`]. [`ApiDoc`] gathers them, and
 //! [`Operability`] adds what is common to every operation: the bearer security scheme and the
 //! `X-Request-Id` header (see [`crate::middleware`]). The document is rendered once per process
 //! and served at `GET /openapi.json`.
@@ -22,7 +23,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ObjectBuilder, Required, Type};
 use utoipa::{Modify, OpenApi};
 
-use crate::handlers;
+use crate::error::ErrorBody;
+use crate::handlers::{namespaces, operations, secrets};
 use crate::middleware::MAX_REQUEST_ID_LEN;
 
 /// The name of the security scheme every authenticated operation refers to.
@@ -41,21 +43,24 @@ pub const SECURITY_SCHEME: &str = "serviceToken";
             `not_found`. Every response carries an `X-Request-Id`."
     ),
     paths(
-        handlers::create_namespace,
-        handlers::create_namespaces,
-        handlers::read_namespace,
-        handlers::put_secret,
-        handlers::patch_namespace,
-        handlers::delete_namespace,
-        handlers::list_keys,
-        handlers::rotate_access_key,
-        handlers::get_secret,
-        handlers::delete_secret,
-        handlers::healthz,
-        handlers::readyz,
-        handlers::metrics,
-        handlers::openapi,
+        namespaces::create_namespace,
+        namespaces::create_namespaces,
+        namespaces::read_namespace,
+        secrets::put_secret,
+        secrets::patch_namespace,
+        namespaces::delete_namespace,
+        secrets::list_keys,
+        namespaces::rotate_access_key,
+        secrets::get_secret,
+        secrets::delete_secret,
+        operations::healthz,
+        operations::readyz,
+        operations::metrics,
+        operations::openapi,
     ),
+    // The shared error sets refer to the error body by name; it is listed here so that the
+    // document defines it.
+    components(schemas(ErrorBody<'_>)),
     modifiers(&Operability),
     tags(
         (name = "namespaces", description = "Creating, reading, re-keying and deleting namespaces."),
@@ -172,6 +177,7 @@ mod tests {
         for schema in [
             "Error",
             "ErrorDetail",
+            "ErrorCode",
             "AccessKey",
             "Namespace",
             "NamespacePatch",

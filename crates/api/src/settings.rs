@@ -8,11 +8,13 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use config::{Config, Environment, File, FileFormat};
 use secrecy::{ExposeSecret as _, SecretString};
+use secrets_adapters::StoreOptions;
 use serde::Deserialize;
 
 const DEFAULTS: &str = include_str!("../../../config/default.toml");
@@ -62,10 +64,12 @@ impl ServerSettings {
 /// The `[storage]` section. The URL may carry a password, so `Debug` is written by hand.
 #[derive(Clone, Deserialize)]
 pub struct StorageSettings {
-    /// `sqlite://<path>` or `postgres://...`.
-    pub url: SecretString,
-    /// Connections in the pool.
-    pub pool_size: usize,
+    /// `storage.url` (`sqlite://<path>` or `postgres://...`), parsed once into the store it
+    /// names.
+    #[serde(rename = "url")]
+    pub backend: Backend,
+    /// Connections in the pool: at least 1, which deserialising checks.
+    pub pool_size: NonZeroUsize,
     /// Bound on waiting for the store, in milliseconds.
     pub timeout_ms: u64,
     /// Whether `serve` applies pending migrations first.
@@ -75,7 +79,7 @@ pub struct StorageSettings {
 impl std::fmt::Debug for StorageSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StorageSettings")
-            .field("backend", &self.backend().map(|b| b.name()))
+            .field("backend", &self.backend.name())
             .field("pool_size", &self.pool_size)
             .field("timeout_ms", &self.timeout_ms)
             .field("migrate_on_start", &self.migrate_on_start)
@@ -83,13 +87,15 @@ impl std::fmt::Debug for StorageSettings {
     }
 }
 
-/// Which store a URL names.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Which store `storage.url` names, and where it is. (`Debug` shows a PostgreSQL URL
+/// redacted: `SecretString` prints no content.)
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "SecretString")]
 pub enum Backend {
     /// The embedded store at this path.
     Sqlite(PathBuf),
-    /// A PostgreSQL server; the URL is kept in [`StorageSettings::url`].
-    Postgres,
+    /// A PostgreSQL server, at this URL (it may hold a password).
+    Postgres(SecretString),
 }
 
 impl Backend {
@@ -98,36 +104,40 @@ impl Backend {
     pub fn name(&self) -> &'static str {
         match self {
             Self::Sqlite(_) => "sqlite",
-            Self::Postgres => "postgres",
+            Self::Postgres(_) => "postgres",
+        }
+    }
+}
+
+impl TryFrom<SecretString> for Backend {
+    type Error = &'static str;
+
+    /// Parses the URL's scheme. The messages never hold the URL: it may carry a password.
+    fn try_from(url: SecretString) -> Result<Self, Self::Error> {
+        let text = url.expose_secret();
+        if let Some(path) = text.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err(
+                    "storage.url: sqlite:// needs a file path, e.g. sqlite://data/secrets.db",
+                );
+            }
+            Ok(Self::Sqlite(PathBuf::from(path)))
+        } else if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+            Ok(Self::Postgres(url))
+        } else {
+            Err("storage.url (or DATABASE_URL) must start with sqlite:// or postgres://")
         }
     }
 }
 
 impl StorageSettings {
-    /// Parses the URL's scheme into a [`Backend`].
-    pub fn backend(&self) -> Result<Backend, SettingsError> {
-        let url = self.url.expose_secret();
-        if let Some(path) = url.strip_prefix("sqlite://") {
-            if path.is_empty() {
-                return Err(SettingsError::Invalid(
-                    "storage.url: sqlite:// needs a file path, e.g. sqlite://data/secrets.db"
-                        .into(),
-                ));
-            }
-            Ok(Backend::Sqlite(PathBuf::from(path)))
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Ok(Backend::Postgres)
-        } else {
-            Err(SettingsError::Invalid(
-                "storage.url (or DATABASE_URL) must start with sqlite:// or postgres://".into(),
-            ))
-        }
-    }
-
-    /// The store timeout.
+    /// How the store uses its connections.
     #[must_use]
-    pub fn timeout(&self) -> Duration {
-        Duration::from_millis(self.timeout_ms)
+    pub fn options(&self) -> StoreOptions {
+        StoreOptions {
+            pool_size: self.pool_size,
+            timeout: Duration::from_millis(self.timeout_ms),
+        }
     }
 }
 
@@ -215,12 +225,7 @@ impl Settings {
 
     /// Fails fast, naming the setting, on values that would only fail later.
     pub fn validate(&self) -> Result<(), SettingsError> {
-        self.storage.backend()?;
         let checks = [
-            (
-                self.storage.pool_size == 0,
-                "storage.pool_size must be at least 1",
-            ),
             (
                 self.storage.timeout_ms == 0,
                 "storage.timeout_ms must be at least 1",
@@ -345,9 +350,8 @@ mod tests {
         let settings = Settings::load(None, &env(&[])).expect("defaults load");
         assert_eq!(settings.mode, Mode::Development);
         assert_eq!(settings.server.bind.to_string(), "127.0.0.1:8080");
-        assert_eq!(
-            settings.storage.backend().expect("backend"),
-            Backend::Sqlite(PathBuf::from("data/secrets.db"))
+        assert!(
+            matches!(&settings.storage.backend, Backend::Sqlite(path) if path == Path::new("data/secrets.db"))
         );
         assert_eq!(settings.limits.max_value_bytes, 65_536);
         assert_eq!(settings.limits.max_secrets_per_namespace, 1_000);
@@ -370,9 +374,8 @@ mod tests {
         assert_eq!(settings.server.bind.to_string(), "0.0.0.0:9000");
         assert_eq!(settings.limits.max_secrets_per_namespace, 7);
         assert_eq!(settings.mode, Mode::Production);
-        assert_eq!(
-            settings.storage.backend().expect("backend"),
-            Backend::Postgres
+        assert!(
+            matches!(&settings.storage.backend, Backend::Postgres(url) if url.expose_secret() == "postgres://db.internal/secrets")
         );
     }
 
@@ -396,6 +399,19 @@ mod tests {
             let error = Settings::load(None, &env(&[(variable, value)])).expect_err(variable);
             assert!(error.to_string().contains(named), "{variable}: {error}");
         }
+    }
+
+    #[test]
+    fn a_refused_storage_url_is_never_echoed() {
+        for url in ["mysql://user:hunter2@db/x", "hunter2"] {
+            let error = Settings::load(None, &env(&[("DATABASE_URL", url)])).expect_err(url);
+            let message = error.to_string();
+            assert!(message.contains("DATABASE_URL"), "{message}");
+            assert!(!message.contains("hunter2"), "{message}");
+        }
+        let error =
+            Settings::load(None, &env(&[("DATABASE_URL", "sqlite://")])).expect_err("no path");
+        assert!(error.to_string().contains("needs a file path"), "{error}");
     }
 
     #[test]

@@ -38,9 +38,11 @@ pub fn init(settings: &LogSettings) -> WorkerGuard {
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(writer);
-    let _ = match settings.format {
+    let installed = match settings.format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
     };
+    // An error means a subscriber is installed already, which then stays.
+    drop(installed);
     guard
 }

@@ -1,4 +1,5 @@
-//! Property tests of request parsing (`secrets_api::wire`): the code that turns untrusted bytes
+//! Property tests of request parsing (`secrets_api::body` and the bodies of
+//! `secrets_api::handlers`): the code that turns untrusted bytes
 //! into domain values.
 //!
 //! Whatever the body — random bytes, JSON of any shape, objects with repeated keys, nesting far
@@ -14,8 +15,9 @@ use std::collections::HashSet;
 use actix_web::ResponseError as _;
 use proptest::prelude::*;
 use proptest::sample::Index;
-use secrets_api::ApiError;
-use secrets_api::wire::{parse_bulk, parse_create, parse_patch, parse_put};
+use secrets_api::handlers::namespaces::{parse_bulk, parse_create};
+use secrets_api::handlers::secrets::{parse_patch, parse_put};
+use secrets_api::{ApiError, ErrorCode};
 use serde_json::Value;
 
 /// `cases` unless `PROPTEST_CASES` says otherwise.
@@ -60,7 +62,10 @@ impl Outcomes {
             if let Err(error) = outcome {
                 prop_assert_eq!(error.status_code().as_u16(), 400, "{}: {}", parser, error);
                 prop_assert!(
-                    matches!(error.code(), "invalid_json" | "invalid_request"),
+                    matches!(
+                        error.code(),
+                        ErrorCode::InvalidJson | ErrorCode::InvalidRequest
+                    ),
                     "{}: {}",
                     parser,
                     error
@@ -274,11 +279,11 @@ proptest! {
         let patch = format!(r#"{{"A": {nested}}}"#);
         let put = format!(r#"{{"key": "A", "value": {nested}}}"#);
         let expected = if depth >= 128 {
-            "invalid_json"
+            ErrorCode::InvalidJson
         } else if closed {
-            "invalid_request"
+            ErrorCode::InvalidRequest
         } else {
-            "invalid_json"
+            ErrorCode::InvalidJson
         };
         for (parser, outcome) in [
             ("patch", parse_patch(patch.as_bytes()).map(drop)),

@@ -483,7 +483,7 @@ async fn at_trace_level_nothing_secret_is_printed_with_the_embedded_store_and_te
     let dir = std::env::temp_dir().join(format!("secrets-redaction-{}", uuid::Uuid::new_v4()));
     let url = format!("sqlite://{}", dir.join("secrets.db").display());
     run(vec![("DATABASE_URL", url)], false, None).await;
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(std::fs::remove_dir_all(&dir));
 }
 
 #[cfg(unix)]

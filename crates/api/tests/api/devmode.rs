@@ -12,7 +12,7 @@ struct TempDir(std::path::PathBuf);
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        drop(std::fs::remove_dir_all(&self.0));
     }
 }
 
@@ -64,7 +64,7 @@ async fn development_keys_are_generated_once_and_a_restart_reads_what_was_writte
     let (status, _) = first.finish(Duration::from_secs(30));
     assert!(status.success());
 
-    let keys_file = dir.0.join("data").join(secrets_api::devkeys::FILE_NAME);
+    let keys_file = dir.0.join("data").join(secrets_api::keys::dev::FILE_NAME);
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;

@@ -203,14 +203,7 @@ async fn bulk_counts_outside_one_to_five_hundred_create_nothing() {
             .expect("sent");
         assert_error(response, 400, "invalid_request").await;
     }
-    let count: i64 = app
-        .db_client()
-        .await
-        .query_one("SELECT count(*) FROM namespaces", &[])
-        .await
-        .expect("count")
-        .get(0);
-    assert_eq!(count, 0);
+    assert_eq!(app.namespace_count().await, 0);
 }
 
 #[tokio::test]
@@ -362,4 +355,31 @@ async fn a_full_namespace_refuses_new_names_with_409_and_a_patch_is_all_or_nothi
         app.read(&key).await,
         json!({"A": "updated", "B": "v", "C": "v"})
     );
+}
+
+#[tokio::test]
+async fn a_secret_name_that_is_not_utf8_once_percent_decoded_is_refused_not_replaced() {
+    let app = spawn_app().await;
+    let key = app.create_namespace().await;
+    // The name a lossy decoding of `%FF` would give.
+    app.put(&key, "\u{fffd}", "kept").await;
+    for path in ["%FF", "%C3%28", "A%E2%82"] {
+        for method in [Method::GET, Method::DELETE] {
+            let response = app
+                .request(method.clone(), &format!("/namespaces/{key}/secrets/{path}"))
+                .send()
+                .await
+                .expect("sent");
+            let message = assert_error(response, 400, "invalid_request").await;
+            assert!(message.starts_with("key"), "{method} {path}: {message}");
+        }
+    }
+    assert_eq!(app.read(&key).await, json!({"\u{fffd}": "kept"}));
+    // Valid percent-encoding still names the secret.
+    let response = app
+        .request(Method::GET, &format!("/namespaces/{key}/secrets/%EF%BF%BD"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200);
 }

@@ -4,8 +4,11 @@ use std::collections::HashMap;
 
 use reqwest::{Client, Method, RequestBuilder, Response};
 use secrecy::SecretString;
+use secrets_adapters::postgres::PostgresStore;
+use secrets_adapters::sqlite::SqliteStore;
 use secrets_adapters::testing::TestDatabase;
-use secrets_api::{Application, KeyMaterial, Settings};
+use secrets_api::settings::Backend;
+use secrets_api::{Application, KeyMaterial, Settings, StartupError};
 use serde_json::Value;
 
 /// The KEK every test app uses unless a test says otherwise.
@@ -89,6 +92,14 @@ pub fn key_material(options: &Options) -> KeyMaterial {
     }
 }
 
+/// Start-up as the binary runs it, on the store `settings` names.
+pub async fn build(settings: Settings, keys: KeyMaterial) -> Result<Application, StartupError> {
+    match settings.storage.backend.clone() {
+        Backend::Sqlite(path) => Application::build::<SqliteStore>(&path, settings, keys).await,
+        Backend::Postgres(url) => Application::build::<PostgresStore>(&url, settings, keys).await,
+    }
+}
+
 pub async fn spawn_app_with(options: Options) -> TestApp {
     let db = TestDatabase::create().await;
     spawn_app_on(db, options).await
@@ -96,7 +107,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
 
 pub async fn spawn_app_on(db: TestDatabase, options: Options) -> TestApp {
     let settings = settings_for(&db, &options.env);
-    let application = Application::build(settings, key_material(&options))
+    let application = build(settings, key_material(&options))
         .await
         .expect("the application starts");
     let address = format!("http://127.0.0.1:{}", application.port());
@@ -168,6 +179,16 @@ impl TestApp {
             .expect("connect to the test database");
         tokio::spawn(connection);
         client
+    }
+
+    /// How many namespaces the database holds.
+    pub async fn namespace_count(&self) -> i64 {
+        self.db_client()
+            .await
+            .query_one("SELECT count(*) FROM namespaces", &[])
+            .await
+            .expect("count")
+            .get(0)
     }
 
     /// Every row of every table of the public schema, as PostgreSQL prints it (bytea as hex).

@@ -10,14 +10,14 @@ use secrets_adapters::crypto::{Kek, OsRandom, RingEnvelope};
 use secrets_adapters::postgres::PostgresStore;
 use secrets_adapters::sqlite::SqliteStore;
 use secrets_adapters::testing::TestDatabase;
-use secrets_adapters::{Store as _, StoreOptions};
+use secrets_adapters::{Store, StoreOptions};
 use secrets_api::rotate::{Quiet, rotate_kek};
-use secrets_api::{Application, KeyMaterial, Settings};
+use secrets_api::{KeyMaterial, Settings};
 use secrets_domain::ports::SecretStore;
 use secrets_domain::{KeyId, Limits, SecretsService};
 use serde_json::{Value, json};
 
-use crate::helpers::{ServerGuard, TEST_KEK, TOKEN};
+use crate::helpers::{ServerGuard, TEST_KEK, TOKEN, build};
 
 const NEW_KEK: &str = "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
 
@@ -62,7 +62,7 @@ struct Replica {
 }
 
 async fn start(url: &str, active: &str, retired: &[&str]) -> Replica {
-    let application = Application::build(settings(url, &[]), keys(Some(active), retired, &[TOKEN]))
+    let application = build(settings(url, &[]), keys(Some(active), retired, &[TOKEN]))
         .await
         .expect("the replica starts");
     let address = format!("http://127.0.0.1:{}", application.port());
@@ -97,7 +97,7 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        drop(std::fs::remove_dir_all(&self.0));
     }
 }
 
@@ -270,7 +270,7 @@ fn two_connections() -> StoreOptions {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_kek_rotates_online_on_postgres_and_survives_an_interrupted_run() {
     let db = TestDatabase::create().await;
-    let store = PostgresStore::open(&db.url().to_owned().into(), two_connections())
+    let store = <PostgresStore as Store>::open(&db.url().to_owned().into(), two_connections())
         .await
         .expect("store");
     rotate_under_load(db.url(), store).await;
@@ -283,7 +283,7 @@ async fn the_kek_rotates_online_on_sqlite_and_survives_an_interrupted_run() {
     // The replica creates the file and its schema; the rotation opens it afterwards.
     let replica = start(&url, TEST_KEK, &[]).await;
     drop(replica);
-    let store = SqliteStore::open(&dir.0.join("secrets.db"), two_connections())
+    let store = <SqliteStore as Store>::open(&dir.0.join("secrets.db"), two_connections())
         .await
         .expect("store");
     rotate_under_load(&url, store).await;
@@ -299,7 +299,7 @@ async fn start_up_refuses_a_store_wrapped_under_an_unconfigured_key_and_names_it
         .expect("sent");
     assert_eq!(response.status(), 201);
     drop(old);
-    let error = Application::build(settings(db.url(), &[]), keys(Some(NEW_KEK), &[], &[TOKEN]))
+    let error = build(settings(db.url(), &[]), keys(Some(NEW_KEK), &[], &[TOKEN]))
         .await
         .expect_err("must refuse");
     let message = error.to_string();
@@ -324,7 +324,7 @@ async fn start_up_refuses_a_kek_that_fails_its_key_check() {
         .await
         .expect("tamper");
     assert_eq!(changed, 1);
-    let error = Application::build(settings(db.url(), &[]), keys(Some(TEST_KEK), &[], &[TOKEN]))
+    let error = build(settings(db.url(), &[]), keys(Some(TEST_KEK), &[], &[TOKEN]))
         .await
         .expect_err("must refuse");
     let message = error.to_string();
@@ -376,7 +376,7 @@ async fn production_mode_and_postgres_refuse_to_start_without_keys_naming_what_i
         ),
     ];
     for (why, settings, keys, named) in cases {
-        let error = Application::build(settings, keys).await.expect_err(why);
+        let error = build(settings, keys).await.expect_err(why);
         let message = error.to_string();
         assert!(message.contains(named), "{why}: {message}");
         assert!(
@@ -385,7 +385,7 @@ async fn production_mode_and_postgres_refuse_to_start_without_keys_naming_what_i
         );
     }
     assert!(
-        !dir.0.join(secrets_api::devkeys::FILE_NAME).exists(),
+        !dir.0.join(secrets_api::keys::dev::FILE_NAME).exists(),
         "production mode generates nothing"
     );
 }

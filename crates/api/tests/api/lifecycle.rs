@@ -275,14 +275,7 @@ async fn bulk_creation_returns_that_many_working_keys() {
     let first = keys[0].as_str().expect("key");
     app.put(first, "A", "1").await;
     assert_eq!(app.read(first).await, json!({"A": "1"}));
-    let count: i64 = app
-        .db_client()
-        .await
-        .query_one("SELECT count(*) FROM namespaces", &[])
-        .await
-        .expect("count")
-        .get(0);
-    assert_eq!(count, 50);
+    assert_eq!(app.namespace_count().await, 50);
 }
 
 #[tokio::test]

@@ -32,15 +32,36 @@ async fn namespace_routes_need_a_valid_service_token() {
         let response = request.send().await.expect("sent");
         assert_error(response, 401, "unauthorized").await;
     }
-    assert_eq!(
-        app.db_client()
-            .await
-            .query_one("SELECT count(*) FROM namespaces", &[])
-            .await
-            .expect("count")
-            .get::<_, i64>(0),
-        1
-    );
+    assert_eq!(app.namespace_count().await, 1);
+}
+
+#[tokio::test]
+async fn two_authorization_headers_are_refused_whichever_comes_first() {
+    let app = spawn_app().await;
+    let key = app.create_namespace().await;
+    let right = format!("Bearer {TOKEN}");
+    for (first, second) in [
+        (right.as_str(), "Bearer wrong-token"),
+        ("Bearer wrong-token", right.as_str()),
+        (right.as_str(), right.as_str()),
+    ] {
+        for (method, path) in [
+            (Method::GET, format!("/namespaces/{key}")),
+            (Method::POST, "/namespaces".to_owned()),
+            (Method::GET, "/metrics".to_owned()),
+        ] {
+            let response = app
+                .client
+                .request(method.clone(), format!("{}{path}", app.address))
+                .header("authorization", first)
+                .header("authorization", second)
+                .send()
+                .await
+                .expect("sent");
+            assert_error(response, 401, "unauthorized").await;
+        }
+    }
+    assert_eq!(app.namespace_count().await, 1);
 }
 
 #[tokio::test]
@@ -92,7 +113,7 @@ use crate::helpers;
 
 fn encodings(plain: &str) -> Vec<String> {
     let bytes = plain.as_bytes();
-    let hex = secrets_api::wire::hex(bytes);
+    let hex = secrets_api::handlers::secrets::hex(bytes);
     vec![
         plain.to_owned(),
         hex,
@@ -149,7 +170,7 @@ async fn the_database_holds_no_plaintext_name_value_or_access_key() {
         let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(key)
             .expect("access keys are base64url");
-        let raw_hex = secrets_api::wire::hex(&raw);
+        let raw_hex = secrets_api::handlers::secrets::hex(&raw);
         for encoded in [key.clone(), raw_hex] {
             assert!(!dump.contains(&encoded), "access key found at rest");
         }
@@ -256,7 +277,7 @@ async fn a_wrong_kek_refuses_to_start_and_writes_nothing() {
         kek: "ZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmY=".into(),
         ..Options::default()
     };
-    let error = secrets_api::Application::build(settings, helpers::key_material(&wrong))
+    let error = helpers::build(settings, helpers::key_material(&wrong))
         .await
         .expect_err("a wrong KEK must not start");
     let message = error.to_string();

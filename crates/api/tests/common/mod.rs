@@ -44,8 +44,8 @@ impl ServiceProcess {
         collect(stderr, Arc::clone(&output), Some(port_tx));
         collect(stdout, Arc::clone(&output), None);
         let Ok(port) = port_rx.recv_timeout(START_TIMEOUT) else {
-            let _ = child.kill();
-            let _ = child.wait();
+            drop(child.kill());
+            drop(child.wait());
             panic!(
                 "secrets-service did not log its port; it printed:\n{}",
                 output.lock().map(|o| o.clone()).unwrap_or_default()
@@ -130,8 +130,8 @@ impl ServiceProcess {
 impl Drop for ServiceProcess {
     fn drop(&mut self) {
         if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+            drop(self.child.kill());
+            drop(self.child.wait());
         }
     }
 }

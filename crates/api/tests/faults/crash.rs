@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use secrets_adapters::StoreOptions;
 use secrets_adapters::sqlite::SqliteStore;
 use secrets_adapters::testing::TestDatabase;
-use secrets_adapters::{Store as _, StoreOptions};
 
 use crate::load::{Ledger, Load, Writer, create_namespaces, read_back, tracked_namespaces};
 use crate::support::{Node, Rng, Scratch, client, count, knob, service_env, sql};
@@ -42,7 +42,7 @@ impl Store<'_> {
         if let Store::Sqlite(scratch) = self {
             // SQLite's own consistency check of every page and index of the file (after it
             // recovered the write-ahead log, as any opener does).
-            let store = SqliteStore::open(
+            let store = <SqliteStore as secrets_adapters::Store>::open(
                 &scratch.path().join("secrets.db"),
                 StoreOptions {
                     pool_size: std::num::NonZeroUsize::MIN,
@@ -56,7 +56,7 @@ impl Store<'_> {
                 .await
                 .expect("integrity_check");
             assert_eq!(verdict, "ok", "the database file after a crash");
-            store.close();
+            secrets_adapters::Store::close(&store);
         }
     }
 

@@ -93,7 +93,7 @@ impl Proxy {
         let running = self.running.take().expect("the proxy is not cut already");
         running.accept.abort();
         // The task, and with it the listener, is dropped once the abort is observed.
-        let _ = running.accept.await;
+        drop(running.accept.await);
         let mut connections = std::mem::take(
             &mut *running
                 .connections
@@ -142,12 +142,12 @@ async fn relay(
     orphans: Arc<Mutex<Vec<TcpStream>>>,
 ) {
     let partitioned = async |link: &mut watch::Receiver<Link>| {
-        let _ = link.wait_for(|l| *l == Link::Partitioned).await;
+        drop(link.wait_for(|l| *l == Link::Partitioned).await);
     };
     if *link.borrow_and_update() == Link::Partitioned {
         // Accepted in the partition: it hangs until the partition ends, by which time the
         // service has given up on it.
-        let _ = link.wait_for(|l| *l == Link::Up).await;
+        drop(link.wait_for(|l| *l == Link::Up).await);
         return;
     }
     let Ok(mut outbound) = TcpStream::connect(&upstream).await else {
@@ -158,7 +158,7 @@ async fn relay(
         () = partitioned(&mut link) => true,
     };
     if partition {
-        let _ = link.wait_for(|l| *l == Link::Up).await;
+        drop(link.wait_for(|l| *l == Link::Up).await);
         drop(inbound);
         orphans
             .lock()

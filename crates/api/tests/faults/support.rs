@@ -97,7 +97,7 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        drop(std::fs::remove_dir_all(&self.0));
     }
 }
 
@@ -116,7 +116,7 @@ pub fn service_env(database_url: &str, extra: &[(&str, String)]) -> Vec<(String,
         ("SECRETS__LOG__FORMAT", "json".to_owned()),
         (
             "SECRETS__LOG__LEVEL",
-            "warn,secrets_api::app=info".to_owned(),
+            "warn,secrets_api::startup=info".to_owned(),
         ),
     ]
     .into_iter()
@@ -240,8 +240,8 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         if self.is_running() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+            drop(self.child.kill());
+            drop(self.child.wait());
         }
     }
 }

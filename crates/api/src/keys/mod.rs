@@ -1,0 +1,81 @@
+//! Key material ready for use: the configured KEKs parsed into an envelope, the service tokens,
+//! or, in development on the embedded store, keys generated once ([`dev`]).
+//!
+//! Every refusal names the setting to fix (`KEY_ENCRYPTION_KEY`, `SERVICE_AUTH_TOKENS`, ...)
+//! and never the key itself.
+
+pub mod dev;
+
+use secrecy::{ExposeSecret as _, SecretString};
+use secrets_adapters::crypto::{Kek, OsRandom, RingEnvelope};
+use secrets_domain::SecretsService;
+use secrets_domain::ports::SecretStore;
+
+use crate::settings::{Backend, KeyMaterial, Mode, Settings};
+use crate::startup::{Service, StartupError};
+
+/// Keys ready for use.
+pub struct ResolvedKeys {
+    /// The envelope built from the active and retired KEKs.
+    pub envelope: RingEnvelope,
+    /// The accepted service tokens.
+    pub tokens: Vec<SecretString>,
+}
+
+impl std::fmt::Debug for ResolvedKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResolvedKeys")
+            .field("envelope", &self.envelope)
+            .field("tokens", &self.tokens.len())
+            .finish()
+    }
+}
+
+impl ResolvedKeys {
+    /// The use cases over `store`, with these keys' envelope and the OS randomness source.
+    pub fn service<S: SecretStore>(self, store: S, limits: secrets_domain::Limits) -> Service<S> {
+        SecretsService::new(store, self.envelope, OsRandom::default(), limits)
+    }
+}
+
+/// Turns the configured key material into an envelope and tokens, generating development keys
+/// where that is allowed, and refusing with the missing setting's name otherwise.
+pub fn resolve(settings: &Settings, keys: KeyMaterial) -> Result<ResolvedKeys, StartupError> {
+    let KeyMaterial {
+        mut kek,
+        retired,
+        mut tokens,
+    } = keys;
+    if let (Mode::Development, Backend::Sqlite(path), None, true) = (
+        settings.mode,
+        &settings.storage.backend,
+        &kek,
+        tokens.is_empty(),
+    ) {
+        let dev = dev::load_or_create(path)?;
+        dev::announce(&dev);
+        kek = Some(dev.kek.clone());
+        tokens = vec![dev.token.clone()];
+    }
+    let kek = kek.ok_or(StartupError::Missing("KEY_ENCRYPTION_KEY"))?;
+    if tokens.is_empty() {
+        return Err(StartupError::Missing("SERVICE_AUTH_TOKENS"));
+    }
+    let active =
+        Kek::from_base64(kek.expose_secret()).map_err(|source| StartupError::InvalidKek {
+            variable: "KEY_ENCRYPTION_KEY",
+            source,
+        })?;
+    let retired = retired
+        .iter()
+        .map(|key| Kek::from_base64(key.expose_secret()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| StartupError::InvalidKek {
+            variable: "KEY_ENCRYPTION_KEYS_RETIRED",
+            source,
+        })?;
+    Ok(ResolvedKeys {
+        envelope: RingEnvelope::new(active, retired),
+        tokens,
+    })
+}

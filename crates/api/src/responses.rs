@@ -1,0 +1,121 @@
+//! The error answers of the OpenAPI document, as shared response sets.
+//!
+//! Each error row (a status, the codes it carries and when) is written once below, and each
+//! set lists the rows that a kind of operation can answer; a handler's `#[utoipa::path]` names
+//! its set beside its success row (`responses((status = 200, ..), NamespaceErrors)`). Every
+//! row's body is the [`ErrorBody`] schema, so the document cannot show an error in another
+//! shape.
+
+use std::collections::BTreeMap;
+
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
+use utoipa::{IntoResponses, ToSchema as _};
+
+use crate::error::ErrorBody;
+
+/// One error row of the document.
+struct Row {
+    status: u16,
+    description: &'static str,
+}
+
+const BAD_BODY: Row = Row {
+    status: 400,
+    description: "`invalid_json` or `invalid_request`: the message names the field.",
+};
+const BAD_NAME: Row = Row {
+    status: 400,
+    description: "`invalid_request`: the name is not a valid secret name.",
+};
+const UNAUTHORIZED: Row = Row {
+    status: 401,
+    description: "`unauthorized`: missing, wrong or ambiguous service token.",
+};
+const NAMESPACE_NOT_FOUND: Row = Row {
+    status: 404,
+    description: "`namespace_not_found`: no namespace has this access key (or it is malformed).",
+};
+const SECRET_NOT_FOUND: Row = Row {
+    status: 404,
+    description: "`namespace_not_found`, or `secret_not_found`: the namespace has no secret of that name.",
+};
+const BODY_TIMEOUT: Row = Row {
+    status: 408,
+    description: "`request_timeout`: the body did not arrive within `server.body_timeout_ms`.",
+};
+const NAMESPACE_FULL: Row = Row {
+    status: 409,
+    description: "`namespace_full`: the namespace holds its maximum number of secrets.",
+};
+const TOO_LARGE: Row = Row {
+    status: 413,
+    description: "`payload_too_large`: the body (or a value) is over its limit.",
+};
+const MEDIA_TYPE: Row = Row {
+    status: 415,
+    description: "`unsupported_media_type`: the body is not JSON.",
+};
+const INTERNAL: Row = Row {
+    status: 500,
+    description: "`integrity_error`: stored data failed its integrity check; `internal`: a bug.",
+};
+const UNAVAILABLE: Row = Row {
+    status: 503,
+    description: "`unavailable`: the store cannot be reached; retry later.",
+};
+
+fn rows(rows: &[Row]) -> BTreeMap<String, RefOr<Response>> {
+    let schema = Ref::from_schema_name(ErrorBody::name());
+    rows.iter()
+        .map(|row| {
+            let response = ResponseBuilder::new()
+                .description(row.description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new().schema(Some(schema.clone())).build(),
+                )
+                .build();
+            (row.status.to_string(), RefOr::T(response))
+        })
+        .collect()
+}
+
+macro_rules! response_set {
+    ($(#[$doc:meta])* $name:ident: $($row:ident),+) => {
+        $(#[$doc])*
+        #[derive(Debug)]
+        pub struct $name;
+
+        impl IntoResponses for $name {
+            fn responses() -> BTreeMap<String, RefOr<Response>> {
+                rows(&[$($row),+])
+            }
+        }
+    };
+}
+
+response_set!(
+    /// An operation on a namespace that takes no body.
+    NamespaceErrors: UNAUTHORIZED, NAMESPACE_NOT_FOUND, INTERNAL, UNAVAILABLE
+);
+response_set!(
+    /// An operation that takes a body and creates namespaces.
+    CreateErrors: BAD_BODY, UNAUTHORIZED, BODY_TIMEOUT, TOO_LARGE, MEDIA_TYPE, INTERNAL, UNAVAILABLE
+);
+response_set!(
+    /// An operation that takes a body and writes secrets into a namespace.
+    WriteErrors: BAD_BODY, UNAUTHORIZED, NAMESPACE_NOT_FOUND, BODY_TIMEOUT, NAMESPACE_FULL,
+        TOO_LARGE, MEDIA_TYPE, INTERNAL, UNAVAILABLE
+);
+response_set!(
+    /// An operation on one secret, named in the path.
+    SecretErrors: BAD_NAME, UNAUTHORIZED, SECRET_NOT_FOUND, INTERNAL, UNAVAILABLE
+);
+response_set!(
+    /// An operation behind the service token that touches no store.
+    TokenErrors: UNAUTHORIZED
+);
+response_set!(
+    /// An operation without a token that asks the store.
+    StoreErrors: UNAVAILABLE
+);

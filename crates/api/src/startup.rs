@@ -1,0 +1,200 @@
+//! Start-up: from settings to a bound, running server. With `main.rs`, the composition root:
+//! `main.rs` chooses the store once (`run_on::<SqliteStore>` or `run_on::<PostgresStore>`),
+//! and this module wires it to the ring envelope and the OS randomness source ([`Service`]).
+//!
+//! [`Application::build`] does everything that can fail before serving, in order: resolve the
+//! keys (or generate development ones), open the store, apply migrations, check the configured
+//! KEKs against the store, bind the listener. Only then does the server run, so a service with
+//! a wrong key never answers a request.
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use actix_web::HttpServer;
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::web::Data;
+use secrets_adapters::Store;
+use secrets_adapters::crypto::{InvalidKek, OsRandom, RingEnvelope};
+use secrets_domain::ports::StoreError;
+use secrets_domain::{KeyCheckError, SecretsService};
+
+use crate::auth::ServiceTokens;
+use crate::body::BodyLimits;
+use crate::handlers::AppState;
+use crate::keys::{self, ResolvedKeys, dev::DevKeysError};
+use crate::metrics::Metrics;
+use crate::settings::{KeyMaterial, Settings};
+
+/// The use cases as the service runs them: the chosen store, ring envelope encryption and the
+/// OS randomness source.
+pub type Service<S> = SecretsService<S, RingEnvelope, OsRandom>;
+
+/// Why the service did not start. Every message names what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// A required setting is missing.
+    #[error(
+        "{0} is not set; it is required in production mode and with any store but the embedded one (set it, or its _FILE form)"
+    )]
+    Missing(&'static str),
+    /// A KEK does not parse.
+    #[error("{variable}: {source}")]
+    InvalidKek {
+        /// Which variable held it.
+        variable: &'static str,
+        /// What is wrong.
+        source: InvalidKek,
+    },
+    /// Development keys.
+    #[error(transparent)]
+    DevKeys(#[from] DevKeysError),
+    /// The store could not be opened or migrated.
+    #[error("the store: {0}")]
+    Store(#[source] StoreError),
+    /// The KEKs do not fit the store.
+    #[error(transparent)]
+    Keys(#[from] KeyCheckError),
+    /// The metrics could not be registered (a bug: two metrics share a name).
+    #[error("metrics: {0}")]
+    Metrics(#[source] prometheus::Error),
+    /// The listener could not be bound.
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        /// The address.
+        address: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Opens the store at `location` with the configured pool.
+pub async fn open<S: Store>(
+    location: &S::Location,
+    settings: &Settings,
+) -> Result<S, StartupError> {
+    S::open(location, settings.storage.options())
+        .await
+        .map_err(StartupError::Store)
+}
+
+/// The use cases over `store` with `keys`, once the keys have checked out against the store:
+/// the same refusals for serving, `check` and `rotate-kek`.
+pub async fn checked_service<S: Store>(
+    store: S,
+    keys: ResolvedKeys,
+    settings: &Settings,
+) -> Result<Service<S>, StartupError> {
+    let service = keys.service(store, settings.domain_limits());
+    service.check_keys().await?;
+    Ok(service)
+}
+
+/// A built, bound server, ready to run.
+pub struct Application {
+    port: u16,
+    server: Server,
+    close_store: Box<dyn FnOnce() + Send>,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long a connection the server is closing waits for the client to close its end.
+const CLIENT_DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+impl Application {
+    /// Does all of start-up (see the module doc) on the store `S` at `location` (the one
+    /// `settings.storage.backend` names, as the composition root matched it) and binds the
+    /// listener; port 0 picks a free port, which [`Application::port`] then tells.
+    pub async fn build<S: Store>(
+        location: &S::Location,
+        settings: Settings,
+        keys: KeyMaterial,
+    ) -> Result<Self, StartupError> {
+        let keys = keys::resolve(&settings, keys)?;
+        let tokens = Data::new(ServiceTokens::new(&keys.tokens));
+        let store: S = open(location, &settings).await?;
+        if settings.storage.migrate_on_start {
+            store.migrate().await.map_err(StartupError::Store)?;
+        }
+        let pool = store.clone();
+        let metrics = Data::new(
+            Metrics::new(S::BACKEND, move || pool.pool_status()).map_err(StartupError::Metrics)?,
+        );
+        let closing = store.clone();
+        let service = checked_service(store, keys, &settings).await?;
+        let bind_error = |source| StartupError::Bind {
+            address: settings.server.bind.to_string(),
+            source,
+        };
+        let listener = TcpListener::bind(settings.server.bind).map_err(bind_error)?;
+        let port = listener.local_addr().map_err(bind_error)?.port();
+        let state = Data::new(AppState {
+            service,
+            body: BodyLimits {
+                max_bytes: settings.limits.max_body_bytes,
+                timeout: settings.server.body_timeout(),
+            },
+        });
+        let mut server = HttpServer::new(move || {
+            crate::routes::app(state.clone(), tokens.clone(), metrics.clone())
+        })
+        .shutdown_timeout(settings.server.shutdown_timeout_secs)
+        // Signals are handled by `Application::run_until_stopped`; see `crate::shutdown`.
+        .disable_signals()
+        // Slow clients are bounded at every stage, so that none can hold a connection open for
+        // free: the request head must arrive within `server.body_timeout_ms` (actix answers a
+        // bare 408 otherwise), then the body within the same time again (`body::read`
+        // answers 408 `request_timeout`), and a client told to go away gets one second to
+        // close its end before the connection is dropped.
+        .client_request_timeout(settings.server.body_timeout())
+        .client_disconnect_timeout(CLIENT_DISCONNECT_TIMEOUT);
+        if settings.server.workers > 0 {
+            server = server.workers(settings.server.workers);
+        }
+        let server = server.listen(listener).map_err(bind_error)?.run();
+        tracing::info!(port, "listening");
+        Ok(Self {
+            port,
+            server,
+            close_store: Box::new(move || closing.close()),
+        })
+    }
+
+    /// The bound port.
+    #[must_use]
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A handle to stop the server gracefully.
+    #[must_use]
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until SIGTERM or SIGINT (or the handle's `stop`), then stops accepting
+    /// connections, lets the requests in flight finish within `server.shutdown_timeout_secs`,
+    /// and closes the store.
+    ///
+    /// # Errors
+    /// An I/O error of the server while serving.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let handle = self.server.handle();
+        let signals = tokio::spawn(async move {
+            if let Some(signal) = crate::shutdown::signal().await {
+                tracing::info!(signal, "starting graceful shutdown");
+                handle.stop(true).await;
+            }
+        });
+        let served = self.server.await;
+        signals.abort();
+        (self.close_store)();
+        served
+    }
+}
