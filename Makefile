@@ -2,7 +2,7 @@
 CARGO ?= cargo
 BIN := secrets-service
 
-.PHONY: run test fmt-check clippy release fmt bench fuzz soak help
+.PHONY: run test fmt-check clippy release fmt bench fuzz soak ha help
 
 ## run: serve on 127.0.0.1:8080 on the embedded store, with generated development keys
 run:
@@ -47,3 +47,8 @@ SOAK_LIMIT_RACES ?= 10
 soak:
 	FAULTS_CRASH_ROUNDS=$(SOAK_CRASH_ROUNDS) FAULTS_OUTAGES=$(SOAK_OUTAGES) FAULTS_LIMIT_RACES=$(SOAK_LIMIT_RACES) \
 	  scripts/with-postgres.sh $(CARGO) test --release --locked -p secrets-api --test faults -- --test-threads=1
+
+## ha: a three-node Patroni cluster (etcd, synchronous mode) on loopback; failover under load, reads on standbys
+HA_ROUNDS ?= 5
+ha:
+	HA_ROUNDS=$(HA_ROUNDS) scripts/ha/run.sh $(CARGO) test --locked -p secrets-api --test ha -- --test-threads=1 --nocapture

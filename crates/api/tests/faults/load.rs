@@ -168,6 +168,8 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub struct Report {
     pub acknowledged: u64,
     pub unavailable: u64,
+    /// Answers 500 and above other than an expected 503 (each is also a problem).
+    pub server_errors: u64,
     pub slowest: Duration,
     pub problems: Vec<String>,
 }
@@ -225,6 +227,15 @@ impl Load {
 
     pub fn problem(&self, problem: String) {
         lock(&self.report).problems.push(problem);
+    }
+
+    /// An answer no request expects: a problem, and counted when it is a server error.
+    fn unexpected(&self, status: u16, problem: String) {
+        let mut report = lock(&self.report);
+        if status >= 500 {
+            report.server_errors += 1;
+        }
+        report.problems.push(problem);
     }
 
     /// Takes the report so far, leaving an empty one.
@@ -375,11 +386,8 @@ impl Writer {
             } else if status == 503 && code == "unavailable" && load.unavailable_expected {
                 lock(&load.report).unavailable += 1;
             } else {
-                load.problem(format!(
-                    "{} {}: {status} {code}",
-                    op.method,
-                    op.path.replace(&self.key, "{key}")
-                ));
+                let path = op.path.replace(&self.key, "{key}");
+                load.unexpected(status, format!("{} {path}: {status} {code}", op.method));
             }
         }
         self
@@ -454,13 +462,17 @@ pub async fn create_namespaces(base: String, load: Arc<Load>) {
                     load.ledger.acknowledged(key, "BORN", Some(&value));
                     load.acknowledge();
                 } else if !(response.status() == 503 && load.unavailable_expected) {
-                    load.problem(format!("POST /namespaces/{{key}}: {}", response.status()));
+                    let status = response.status();
+                    load.unexpected(
+                        status.as_u16(),
+                        format!("POST /namespaces/{{key}}: {status}"),
+                    );
                 }
             }
             (503, _) if body["error"]["code"] == "unavailable" && load.unavailable_expected => {
                 lock(&load.report).unavailable += 1;
             }
-            _ => load.problem(format!("POST /namespaces: {status} {body}")),
+            _ => load.unexpected(status, format!("POST /namespaces: {status} {body}")),
         }
     }
 }
@@ -502,7 +514,7 @@ pub async fn read_namespaces(base: String, keys: Vec<String>, mut rng: Rng, load
             (503, _) if code == "unavailable" && load.unavailable_expected => {
                 lock(&load.report).unavailable += 1;
             }
-            _ => load.problem(format!("GET /namespaces/{{key}}: {status} {code}")),
+            _ => load.unexpected(status, format!("GET /namespaces/{{key}}: {status} {code}")),
         }
     }
 }
