@@ -30,4 +30,4 @@ pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use store::{AppliedMigration, MigrationReport, PoolStatus, Store, StoreOptions};
+pub use store::{AppliedMigration, MigrationReport, PoolStatus, ReadRouting, Store, StoreOptions};

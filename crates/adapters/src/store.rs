@@ -49,6 +49,21 @@ impl PoolStatus {
     }
 }
 
+/// Where the hot read went, counted since the store was opened (PostgreSQL with
+/// `storage.read_urls`; zero elsewhere).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReadRouting {
+    /// Reads a standby served, having proved it had caught up with the primary.
+    pub standby: u64,
+    /// Standby attempts that found it behind the primary; the read went on elsewhere.
+    pub lagging: u64,
+    /// Standby attempts that failed (unreachable, too slow); the standby rests a moment.
+    pub unreachable: u64,
+    /// Reads whose freshness could not be proved (the primary's position could not be read);
+    /// they went to the primary.
+    pub unproven: u64,
+}
+
 /// One migration a [`Store::migrate`] run applied.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AppliedMigration {
@@ -90,6 +105,11 @@ pub trait Store: SecretStore + Clone {
 
     /// The connection pool's state now.
     fn pool_status(&self) -> PoolStatus;
+
+    /// Where hot reads went so far; a store without standbys counts nothing.
+    fn read_routing(&self) -> ReadRouting {
+        ReadRouting::default()
+    }
 
     /// Closes the store: later calls fail with [`StoreError::Unavailable`], and connections
     /// close as they are returned.

@@ -418,3 +418,52 @@ async fn the_pool_reports_its_connections() {
         }
     );
 }
+
+#[tokio::test]
+async fn a_connection_on_a_read_only_server_is_unavailable_and_is_not_used_again() {
+    let database = TestDatabase::create().await;
+    PostgresStore::new(database.url(), options(1, Duration::from_secs(5)))
+        .expect("pool")
+        .migrate()
+        .await
+        .expect("migrate");
+    // From now on the database's sessions are read-only, as on a standby or a demoted primary.
+    let admin = connect(&database).await;
+    let name = database.name();
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {name} SET default_transaction_read_only = on"
+        ))
+        .await
+        .expect("read-only sessions");
+    // One connection, so that a read-only one kept in the pool would serve the next caller.
+    let store =
+        PostgresStore::new(database.url(), options(1, Duration::from_secs(5))).expect("pool");
+    let ns = namespace();
+    assert_unavailable(&store.create_namespaces(std::slice::from_ref(&ns)).await);
+    assert_unavailable(&store.upsert_secret(ns.id, &secret(), 10).await);
+
+    // The server takes writes again (as the new primary would): a fresh connection writes.
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {name} RESET default_transaction_read_only"
+        ))
+        .await
+        .expect("writable sessions");
+    store
+        .create_namespaces(std::slice::from_ref(&ns))
+        .await
+        .expect("a new connection, not the read-only one, takes the write");
+    assert_eq!(
+        store
+            .upsert_secret(ns.id, &secret(), 10)
+            .await
+            .expect("upsert"),
+        Upserted::Created
+    );
+    let rows = admin
+        .query_one("SELECT count(*) FROM namespaces", &[])
+        .await
+        .expect("count");
+    assert_eq!(rows.get::<_, i64>(0), 1);
+}

@@ -113,7 +113,10 @@ fn run(cli: Cli) -> Result<(), String> {
     runtime.block_on(async move {
         match settings.storage.backend.clone() {
             Backend::Sqlite(path) => run_on::<SqliteStore>(&path, command, settings, keys).await,
-            Backend::Postgres(url) => run_on::<PostgresStore>(&url, command, settings, keys).await,
+            Backend::Postgres(url) => {
+                let location = settings.storage.postgres_location(url);
+                run_on::<PostgresStore>(&location, command, settings, keys).await
+            }
         }
         .map_err(|e| e.to_string())
     })

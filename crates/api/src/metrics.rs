@@ -28,7 +28,7 @@ use prometheus::{
     Encoder as _, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
-use secrets_adapters::PoolStatus;
+use secrets_adapters::{PoolStatus, ReadRouting};
 
 /// The `route` label (and log field) of a request that matched no route.
 pub const UNMATCHED_ROUTE: &str = "<unmatched>";
@@ -61,6 +61,8 @@ pub struct Metrics {
     pool_connections: IntGaugeVec,
     pool_waiting: IntGauge,
     pool_status: Box<dyn Fn() -> PoolStatus + Send + Sync>,
+    standby_reads: IntCounterVec,
+    read_routing: Box<dyn Fn() -> ReadRouting + Send + Sync>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -111,6 +113,16 @@ impl Metrics {
             "secrets_store_pool_waiting",
             "Callers waiting for a connection from the store's pool.",
         )?;
+        let standby_reads = IntCounterVec::new(
+            Opts::new(
+                "secrets_store_standby_reads_total",
+                "Hot reads tried on standbys (storage.read_urls), by outcome: served (the standby \
+                 had caught up with the primary), lagging or unreachable (the read went on to \
+                 another standby or the primary), unproven (the primary's position could not be \
+                 read; the read went to the primary).",
+            ),
+            &["outcome"],
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "secrets_build_info",
@@ -125,6 +137,7 @@ impl Metrics {
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(pool_connections.clone()))?;
         registry.register(Box::new(pool_waiting.clone()))?;
+        registry.register(Box::new(standby_reads.clone()))?;
         registry.register(Box::new(build_info))?;
         Ok(Self {
             registry,
@@ -133,7 +146,20 @@ impl Metrics {
             pool_connections,
             pool_waiting,
             pool_status: Box::new(pool_status),
+            standby_reads,
+            read_routing: Box::new(ReadRouting::default),
         })
+    }
+
+    /// Reads where the store's hot reads went at each scrape (the adapters'
+    /// `Store::read_routing`); without it none are reported.
+    #[must_use]
+    pub fn with_read_routing(
+        mut self,
+        read_routing: impl Fn() -> ReadRouting + Send + Sync + 'static,
+    ) -> Self {
+        self.read_routing = Box::new(read_routing);
+        self
     }
 
     /// Counts one answered request.
@@ -166,6 +192,24 @@ impl Metrics {
                 .set(gauge(value));
         }
         self.pool_waiting.set(gauge(pool.waiting));
+        // The store counts; the counters catch up with it (a series appears with its first).
+        let routing = (self.read_routing)();
+        for (outcome, total) in [
+            ("served", routing.standby),
+            ("lagging", routing.lagging),
+            ("unreachable", routing.unreachable),
+            ("unproven", routing.unproven),
+        ] {
+            if total == 0 {
+                continue;
+            }
+            let shown = self
+                .standby_reads
+                .get_metric_with_label_values(&[outcome])?;
+            if total > shown.get() {
+                shown.inc_by(total - shown.get());
+            }
+        }
         let mut out = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
         String::from_utf8(out).map_err(|error| prometheus::Error::Msg(error.to_string()))

@@ -13,8 +13,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use config::{Config, Environment, File, FileFormat};
-use secrecy::{ExposeSecret as _, SecretString};
+use secrecy::{ExposeSecret, SecretString};
 use secrets_adapters::StoreOptions;
+use secrets_adapters::postgres::PostgresLocation;
 use serde::Deserialize;
 
 const DEFAULTS: &str = include_str!("../../../config/default.toml");
@@ -74,6 +75,10 @@ pub struct StorageSettings {
     pub timeout_ms: u64,
     /// Whether `serve` applies pending migrations first.
     pub migrate_on_start: bool,
+    /// `storage.read_urls`: PostgreSQL standbys that serve the hot read whenever they have
+    /// caught up with the primary (each URL may hold a password).
+    #[serde(default)]
+    pub read_urls: Vec<SecretString>,
 }
 
 impl std::fmt::Debug for StorageSettings {
@@ -83,6 +88,7 @@ impl std::fmt::Debug for StorageSettings {
             .field("pool_size", &self.pool_size)
             .field("timeout_ms", &self.timeout_ms)
             .field("migrate_on_start", &self.migrate_on_start)
+            .field("read_urls", &self.read_urls.len())
             .finish_non_exhaustive()
     }
 }
@@ -131,6 +137,16 @@ impl TryFrom<SecretString> for Backend {
 }
 
 impl StorageSettings {
+    /// Where the PostgreSQL store at `url` lives: that primary, and the standbys of
+    /// `storage.read_urls`.
+    #[must_use]
+    pub fn postgres_location(&self, url: SecretString) -> PostgresLocation {
+        PostgresLocation {
+            url,
+            read_urls: self.read_urls.clone(),
+        }
+    }
+
     /// How the store uses its connections.
     #[must_use]
     pub fn options(&self) -> StoreOptions {
@@ -213,6 +229,9 @@ impl Settings {
                 .prefix_separator("__")
                 .separator("__")
                 .try_parsing(true)
+                // One URL per standby, each naming one host, so a comma separates them.
+                .list_separator(",")
+                .with_list_parse_key("storage.read_urls")
                 .source(Some(env.clone())),
         );
         if let Some(url) = env.get("DATABASE_URL").filter(|u| !u.is_empty()) {
@@ -243,10 +262,28 @@ impl Settings {
                 "limits.max_secrets_per_namespace must be at least 1",
             ),
         ];
-        match checks.into_iter().find(|(failed, _)| *failed) {
-            Some((_, message)) => Err(SettingsError::Invalid(message.into())),
-            None => Ok(()),
+        if let Some((_, message)) = checks.into_iter().find(|(failed, _)| *failed) {
+            return Err(SettingsError::Invalid(message.into()));
         }
+        // The messages never hold a URL: it may carry a password.
+        if !self.storage.read_urls.is_empty()
+            && !matches!(self.storage.backend, Backend::Postgres(_))
+        {
+            return Err(SettingsError::Invalid(
+                "storage.read_urls needs a PostgreSQL storage.url: standbys are PostgreSQL's"
+                    .into(),
+            ));
+        }
+        if let Some(position) = self.storage.read_urls.iter().position(|url| {
+            let url = url.expose_secret();
+            !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        }) {
+            return Err(SettingsError::Invalid(format!(
+                "storage.read_urls: entry {} must start with postgres://",
+                position + 1
+            )));
+        }
+        Ok(())
     }
 
     /// The domain's view of the limits.
@@ -398,6 +435,65 @@ mod tests {
         for (variable, value, named) in cases {
             let error = Settings::load(None, &env(&[(variable, value)])).expect_err(variable);
             assert!(error.to_string().contains(named), "{variable}: {error}");
+        }
+    }
+
+    #[test]
+    fn read_urls_are_a_comma_separated_list_of_postgres_urls_for_a_postgres_store() {
+        let settings = Settings::load(
+            None,
+            &env(&[
+                (
+                    "DATABASE_URL",
+                    "postgres://a:1,b:2/secrets?target_session_attrs=read-write",
+                ),
+                (
+                    "SECRETS__STORAGE__READ_URLS",
+                    "postgres://u:pw@b:2/secrets,postgres://c:3/secrets",
+                ),
+            ]),
+        )
+        .expect("loads");
+        let urls: Vec<&str> = settings
+            .storage
+            .read_urls
+            .iter()
+            .map(ExposeSecret::expose_secret)
+            .collect();
+        assert_eq!(
+            urls,
+            ["postgres://u:pw@b:2/secrets", "postgres://c:3/secrets"]
+        );
+        assert!(!format!("{settings:?}").contains("pw@"));
+        assert!(
+            Settings::load(None, &env(&[]))
+                .expect("defaults")
+                .storage
+                .read_urls
+                .is_empty()
+        );
+
+        let cases = [
+            (
+                vec![("SECRETS__STORAGE__READ_URLS", "postgres://b/secrets")],
+                "needs a PostgreSQL storage.url",
+            ),
+            (
+                vec![
+                    ("DATABASE_URL", "postgres://a/secrets"),
+                    (
+                        "SECRETS__STORAGE__READ_URLS",
+                        "postgres://b/s,mysql://hunter2@c/s",
+                    ),
+                ],
+                "entry 2 must start with postgres://",
+            ),
+        ];
+        for (variables, expected) in cases {
+            let error = Settings::load(None, &env(&variables)).expect_err(expected);
+            let message = error.to_string();
+            assert!(message.contains(expected), "{message}");
+            assert!(!message.contains("hunter2"), "{message}");
         }
     }
 

@@ -122,9 +122,11 @@ impl Application {
         if settings.storage.migrate_on_start {
             store.migrate().await.map_err(StartupError::Store)?;
         }
-        let pool = store.clone();
+        let (pool, reads) = (store.clone(), store.clone());
         let metrics = Data::new(
-            Metrics::new(S::BACKEND, move || pool.pool_status()).map_err(StartupError::Metrics)?,
+            Metrics::new(S::BACKEND, move || pool.pool_status())
+                .map_err(StartupError::Metrics)?
+                .with_read_routing(move || reads.read_routing()),
         );
         let closing = store.clone();
         let service = checked_service(store, keys, &settings).await?;

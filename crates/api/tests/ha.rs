@@ -16,6 +16,8 @@
 mod cluster;
 #[path = "ha/failover.rs"]
 mod failover;
+#[path = "ha/reads.rs"]
+mod reads;
 // The fault tests' load and process helpers; this binary uses a part of them.
 #[allow(
     dead_code,

@@ -44,6 +44,18 @@ fn is_unreachable(error: &tokio_postgres::Error) -> bool {
     std::error::Error::source(error).is_some_and(<dyn std::error::Error>::is::<std::io::Error>)
 }
 
+/// Whether an error says its connection must not serve another caller: the server refused a
+/// write as read-only (SQLSTATE 25006), so the connection is on a standby or a demoted primary.
+pub(super) fn spoils_connection(error: &StoreError) -> bool {
+    let StoreError::Unavailable(source) = error else {
+        return false;
+    };
+    source
+        .downcast_ref::<tokio_postgres::Error>()
+        .and_then(tokio_postgres::Error::code)
+        == Some(&SqlState::READ_ONLY_SQL_TRANSACTION)
+}
+
 /// Classifies a failure to get a connection from the pool.
 pub(super) fn pool_error(error: PoolError) -> StoreError {
     match error {

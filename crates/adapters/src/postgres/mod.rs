@@ -24,9 +24,21 @@
 //! `migrations/postgres/*.sql` are embedded at build time (`crate::migrations` holds the list
 //! and what a run does) and applied by [`PostgresStore::migrate`].
 //!
+//! # Failover and standbys
+//! The primary's URL may name every node of a cluster with `target_session_attrs=read-write`:
+//! each new connection then goes to whichever node takes writes now, so after a failover the
+//! pool finds the new primary by itself. A connection to the old primary is closed when it is
+//! restarted as a standby; one that is still open on a server refusing writes as read-only
+//! (SQLSTATE 25006) fails that operation with [`StoreError::Unavailable`] (503, never 500) and
+//! leaves the pool, so that it never serves another write. `storage.read_urls` adds standbys
+//! that serve the hot read only when they have provably caught up with the primary (`standby`).
+//!
 //! # Files
-//! - this file: [`PostgresStore`], its lifecycle (build, migrate, pool status, close) and `run`,
-//!   which bounds every operation as described above;
+//! - this file: [`PostgresStore`] and [`PostgresLocation`], its lifecycle (build, migrate, pool
+//!   status, close);
+//! - `pool`: building a pool from a URL, and `Connections::run`, which bounds every operation as
+//!   described above and drops connections that must not be used again;
+//! - `standby`: reads on standbys, and how each proves it is as fresh as the primary;
 //! - `port`: the domain's [`SecretStore`] port, and how its writes serialise (`# Concurrency`);
 //! - `sql`: every statement, with why it is written the way it is; `rows`: rows as the port's
 //!   types;
@@ -36,28 +48,61 @@
 //! [`SecretStore`]: secrets_domain::ports::SecretStore
 
 mod error;
+mod pool;
 mod port;
 mod rows;
 mod sql;
+mod standby;
 
 use std::fmt;
-use std::time::Duration;
+use std::sync::Arc;
 
-use deadpool_postgres::{Client, Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use secrecy::{ExposeSecret, SecretString};
 use secrets_domain::ports::StoreError;
-use tokio::time::{Instant, timeout_at};
-use tokio_postgres::NoTls;
+use tokio::time::Instant;
 
-use self::error::{db, internal, pool_error};
+use self::error::{db, pool_error};
+use self::pool::Connections;
+use self::standby::Standbys;
 use crate::migrations;
-use crate::store::{MigrationReport, PoolStatus, Store, StoreOptions};
+use crate::store::{MigrationReport, PoolStatus, ReadRouting, Store, StoreOptions};
+
+/// Where the PostgreSQL store lives: the primary's URL (several hosts with
+/// `target_session_attrs=read-write` find whichever is primary now), and the standbys that may
+/// serve the hot read (`storage.read_urls`; none by default). Each URL may hold a password.
+#[derive(Clone)]
+pub struct PostgresLocation {
+    /// The primary.
+    pub url: SecretString,
+    /// Standbys for the hot read, each one host.
+    pub read_urls: Vec<SecretString>,
+}
+
+impl From<String> for PostgresLocation {
+    /// The primary alone.
+    fn from(url: String) -> Self {
+        Self {
+            url: url.into(),
+            read_urls: Vec::new(),
+        }
+    }
+}
+
+impl fmt::Debug for PostgresLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresLocation")
+            .field("read_urls", &self.read_urls.len())
+            .finish_non_exhaustive()
+    }
+}
 
 /// The PostgreSQL store. Cloning it is cheap: clones share one pool.
 #[derive(Clone)]
 pub struct PostgresStore {
-    pool: Pool,
-    timeout: Duration,
-    /// `timeout` as a PostgreSQL interval setting (`"5000ms"`), for `sql::BOUND_TRANSACTION`.
+    primary: Connections,
+    /// The standbys of `storage.read_urls`, when there are any.
+    standbys: Option<Arc<Standbys>>,
+    /// The timeout as a PostgreSQL interval setting (`"5000ms"`), for `sql::BOUND_TRANSACTION`.
     server_timeout: String,
 }
 
@@ -66,8 +111,9 @@ pub struct PostgresStore {
 impl fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PostgresStore")
-            .field("timeout", &self.timeout)
+            .field("timeout", &self.primary.timeout)
             .field("pool", &self.pool_status())
+            .field("standbys", &self.standbys.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -83,34 +129,27 @@ impl PostgresStore {
     /// # Errors
     /// [`StoreError::Internal`] when `url` is not a valid PostgreSQL connection string.
     pub fn new(url: &str, options: StoreOptions) -> Result<Self, StoreError> {
-        let mut config: tokio_postgres::Config = url.parse().map_err(internal)?;
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(options.timeout);
-        }
-        if config.get_application_name().is_none() {
-            config.application_name("secrets-service");
-        }
-        // `Fast` recycling only checks that the connection is not closed: a test query on every
-        // checkout would add a round trip to the hot read. A connection that broke unnoticed
-        // fails one operation with `Unavailable` and is then dropped as closed.
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(options.pool_size.get())
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(options.timeout))
-            .create_timeout(Some(options.timeout))
-            .recycle_timeout(Some(options.timeout))
-            .build()
-            .map_err(internal)?;
+        Self::with_standbys(url, &[], options)
+    }
+
+    /// Builds the primary's pool and one per standby in `read_urls`, which then serve the hot
+    /// read whenever they have caught up with the primary (see `standby`). None connects yet.
+    ///
+    /// # Errors
+    /// [`StoreError::Internal`] when a URL is not a valid PostgreSQL connection string.
+    pub fn with_standbys(
+        url: &str,
+        read_urls: &[&str],
+        options: StoreOptions,
+    ) -> Result<Self, StoreError> {
+        let standbys = if read_urls.is_empty() {
+            None
+        } else {
+            Some(Arc::new(Standbys::new(read_urls, options)?))
+        };
         Ok(Self {
-            pool,
-            timeout: options.timeout,
+            primary: Connections::new(url, options)?,
+            standbys,
             server_timeout: format!("{}ms", options.timeout.as_millis().max(1)),
         })
     }
@@ -124,7 +163,7 @@ impl PostgresStore {
     /// timeout: a migration on a large table, or waiting for another process's migration, may
     /// rightly take longer.
     pub async fn migrate(&self) -> Result<MigrationReport, StoreError> {
-        let mut client = self.pool.get().await.map_err(pool_error)?;
+        let mut client = self.primary.pool.get().await.map_err(pool_error)?;
         let tx = client.transaction().await.map_err(db)?;
         tx.execute(sql::LOCK_MIGRATIONS, &[&MIGRATION_LOCK])
             .await
@@ -151,47 +190,47 @@ impl PostgresStore {
         Ok(plan.finish())
     }
 
-    /// The pool's state, for metrics.
+    /// The primary's pool state, for metrics.
     #[must_use]
     pub fn pool_status(&self) -> PoolStatus {
-        PoolStatus::of(self.pool.status())
+        PoolStatus::of(self.primary.pool.status())
     }
 
-    /// Runs `op` on a pooled connection, all of it (waiting for the connection included)
-    /// bounded by the store's timeout.
+    /// Where hot reads went, for metrics; all zero without standbys.
+    #[must_use]
+    pub fn read_routing(&self) -> ReadRouting {
+        self.standbys
+            .as_ref()
+            .map(|standbys| standbys.routing())
+            .unwrap_or_default()
+    }
+
+    /// Runs `op` on a connection to the primary, bounded by the store's timeout (see
+    /// `pool::Connections::run`).
     async fn run<T>(
         &self,
-        op: impl AsyncFnOnce(&mut Client) -> Result<T, StoreError>,
+        op: impl AsyncFnOnce(&mut deadpool_postgres::Client) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let deadline = Instant::now() + self.timeout;
-        // The pool's own timeouts bound this already; the deadline makes the whole operation,
-        // not each of its steps, what the timeout bounds.
-        let mut client = timeout_at(deadline, self.pool.get())
-            .await
-            .map_err(|elapsed| StoreError::Unavailable(Box::new(elapsed)))?
-            .map_err(pool_error)?;
-        match timeout_at(deadline, op(&mut client)).await {
-            Ok(result) => result,
-            Err(elapsed) => {
-                // The operation was abandoned half-way: the connection may still have a
-                // statement in flight or an open transaction, or its peer may be gone. Taking
-                // it out of the pool and dropping it closes it; the server then rolls back.
-                drop(Object::take(client));
-                Err(StoreError::Unavailable(Box::new(elapsed)))
-            }
-        }
+        self.primary.run(op).await
+    }
+
+    /// The deadline of an operation that starts now.
+    fn deadline(&self) -> Instant {
+        Instant::now() + self.primary.timeout
     }
 }
 
 impl Store for PostgresStore {
     const BACKEND: &'static str = "postgres";
-    type Location = secrecy::SecretString;
+    type Location = PostgresLocation;
 
-    async fn open(
-        location: &secrecy::SecretString,
-        options: StoreOptions,
-    ) -> Result<Self, StoreError> {
-        PostgresStore::new(secrecy::ExposeSecret::expose_secret(location), options)
+    async fn open(location: &PostgresLocation, options: StoreOptions) -> Result<Self, StoreError> {
+        let read_urls: Vec<&str> = location
+            .read_urls
+            .iter()
+            .map(ExposeSecret::expose_secret)
+            .collect();
+        PostgresStore::with_standbys(location.url.expose_secret(), &read_urls, options)
     }
 
     fn migrate(&self) -> impl Future<Output = Result<MigrationReport, StoreError>> + Send {
@@ -202,7 +241,14 @@ impl Store for PostgresStore {
         PostgresStore::pool_status(self)
     }
 
+    fn read_routing(&self) -> ReadRouting {
+        PostgresStore::read_routing(self)
+    }
+
     fn close(&self) {
-        self.pool.close();
+        self.primary.pool.close();
+        if let Some(standbys) = &self.standbys {
+            standbys.close();
+        }
     }
 }

@@ -76,27 +76,21 @@ impl SecretStore for PostgresStore {
         &self,
         access: &AccessKeyHash,
     ) -> Result<Option<(NamespaceRecord, Vec<StoredSecret>)>, StoreError> {
-        self.run(async |client| {
-            let rows = query(
-                client,
-                sql::READ_NAMESPACE,
-                &[&access.as_bytes().as_slice()],
-            )
-            .await?;
-            let Some(first) = rows.first() else {
-                return Ok(None);
-            };
-            let record = namespace_record(first)?;
-            let mut secrets = Vec::with_capacity(rows.len());
-            for row in &rows {
-                // Only an empty namespace's single row has no secret in it.
-                if row.try_get::<_, Option<&[u8]>>(3).map_err(db)?.is_some() {
-                    secrets.push(stored_secret(row, 3)?);
-                }
-            }
-            Ok(Some((record, secrets)))
-        })
-        .await
+        // A standby that has caught up with the primary serves it when there are standbys
+        // (see `standby`); the primary otherwise, within what is left of the deadline.
+        let deadline = self.deadline();
+        if let Some(standbys) = &self.standbys
+            && let Some(read) = standbys
+                .read_namespace(&self.primary, access, deadline)
+                .await
+        {
+            return Ok(read);
+        }
+        self.primary
+            .run_until(deadline, async |client| {
+                read_namespace_on(client, access).await
+            })
+            .await
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(ns = %ns))]
@@ -421,6 +415,32 @@ impl SecretStore for PostgresStore {
         })
         .await
     }
+}
+
+/// The hot read on one connection: the namespace of `access` and all its secrets, in one
+/// statement.
+pub(super) async fn read_namespace_on(
+    client: &Client,
+    access: &AccessKeyHash,
+) -> Result<Option<(NamespaceRecord, Vec<StoredSecret>)>, StoreError> {
+    let rows = query(
+        client,
+        sql::READ_NAMESPACE,
+        &[&access.as_bytes().as_slice()],
+    )
+    .await?;
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    let record = namespace_record(first)?;
+    let mut secrets = Vec::with_capacity(rows.len());
+    for row in &rows {
+        // Only an empty namespace's single row has no secret in it.
+        if row.try_get::<_, Option<&[u8]>>(3).map_err(db)?.is_some() {
+            secrets.push(stored_secret(row, 3)?);
+        }
+    }
+    Ok(Some((record, secrets)))
 }
 
 /// Runs `sql` (prepared once per connection, then cached) with `params`, and returns its rows.

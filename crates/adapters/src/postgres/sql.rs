@@ -40,6 +40,26 @@ pub(super) const READ_NAMESPACE: &str = "\
     FROM namespaces n LEFT JOIN secrets s ON s.namespace_id = n.id \
     WHERE n.access_hash = $1";
 
+// Reads on standbys (see `standby`). The primary's WAL flush position, which every
+// acknowledged commit precedes, and the name of its WAL file, whose first eight hex digits are
+// the primary's timeline; both NULL when the server is in recovery (the primary's URL leads to
+// a standby) and the position NULL when commits are acknowledged before they are flushed
+// (`synchronous_commit = off`): neither proves anything then.
+pub(super) const PRIMARY_POSITION: &str = "\
+    SELECT CASE WHEN NOT pg_is_in_recovery() AND current_setting('synchronous_commit') <> 'off' \
+                THEN pg_current_wal_flush_lsn() END, \
+           CASE WHEN NOT pg_is_in_recovery() \
+                THEN pg_walfile_name(pg_current_wal_flush_lsn()) END";
+
+// On a standby: whether it has replayed up to the primary's position ($1), receiving on the
+// primary's timeline ($2). On a server not in recovery, the replay position is NULL, and so is
+// the answer; a role without `pg_read_all_stats` sees NULL timelines in pg_stat_wal_receiver:
+// both read as "not caught up", and the read goes to the primary.
+pub(super) const STANDBY_CAUGHT_UP: &str = "\
+    SELECT coalesce(pg_last_wal_replay_lsn() >= $1 AND EXISTS ( \
+               SELECT 1 FROM pg_stat_wal_receiver \
+               WHERE status = 'streaming' AND received_tli = $2), false)";
+
 pub(super) const GET_SECRET: &str = "\
     SELECT name_index, name_ct, value_ct, created_at, updated_at \
     FROM secrets WHERE namespace_id = $1 AND name_index = $2";

@@ -96,7 +96,10 @@ pub fn key_material(options: &Options) -> KeyMaterial {
 pub async fn build(settings: Settings, keys: KeyMaterial) -> Result<Application, StartupError> {
     match settings.storage.backend.clone() {
         Backend::Sqlite(path) => Application::build::<SqliteStore>(&path, settings, keys).await,
-        Backend::Postgres(url) => Application::build::<PostgresStore>(&url, settings, keys).await,
+        Backend::Postgres(url) => {
+            let location = settings.storage.postgres_location(url);
+            Application::build::<PostgresStore>(&location, settings, keys).await
+        }
     }
 }
 

@@ -16,7 +16,7 @@ pub struct Member {
 
 /// A member's role and state, as Patroni reports them.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Role {
+pub struct MemberState {
     pub name: String,
     /// `leader`, `sync_standby` or `replica`.
     pub role: String,
@@ -68,29 +68,11 @@ impl Cluster {
         })
     }
 
-    pub fn members(&self) -> &[Member] {
-        &self.members
-    }
-
     pub fn member(&self, name: &str) -> &Member {
         self.members
             .iter()
             .find(|m| m.name == name)
             .unwrap_or_else(|| panic!("no member {name}"))
-    }
-
-    /// `postgres://postgres@<every node>/<database>?target_session_attrs=read-write`: the URL a
-    /// service is given, which always leads to the primary.
-    pub fn url(&self, database: &str) -> String {
-        let hosts: Vec<String> = self
-            .members
-            .iter()
-            .map(|m| format!("127.0.0.1:{}", m.pg_port))
-            .collect();
-        format!(
-            "postgres://postgres@{}/{database}?target_session_attrs=read-write",
-            hosts.join(",")
-        )
     }
 
     /// The URL of one node's `database`, whatever its role.
@@ -102,7 +84,7 @@ impl Cluster {
     }
 
     /// Every member's role, from the first node whose REST API answers; empty when none does.
-    pub async fn roles(&self) -> Vec<Role> {
+    pub async fn roles(&self) -> Vec<MemberState> {
         for member in &self.members {
             let url = format!("http://127.0.0.1:{}/cluster", member.rest_port);
             let Ok(response) = self.http.get(url).send().await else {
@@ -116,7 +98,7 @@ impl Cluster {
             };
             return list
                 .iter()
-                .map(|m| Role {
+                .map(|m| MemberState {
                     name: m["name"].as_str().unwrap_or_default().to_owned(),
                     role: m["role"].as_str().unwrap_or_default().to_owned(),
                     state: m["state"].as_str().unwrap_or_default().to_owned(),
@@ -152,7 +134,7 @@ impl Cluster {
         &self,
         what: &str,
         within: Duration,
-        ready: impl Fn(&[Role]) -> bool,
+        ready: impl Fn(&[MemberState]) -> bool,
     ) -> Duration {
         let started = Instant::now();
         loop {
@@ -248,4 +230,57 @@ pub fn median_and_max(values: &[Duration]) -> (Duration, Duration) {
         (sorted[sorted.len() / 2 - 1] + sorted[sorted.len() / 2]) / 2
     };
     (median, sorted.last().copied().unwrap_or_default())
+}
+
+/// CPU time (user and system) of a process so far, with that of its children: those still
+/// running and those it has reaped. For a postmaster that is the whole PostgreSQL node.
+pub fn cpu_of_process_tree(pid: u32) -> Duration {
+    let ticks = |pid: u32, with_reaped: bool| -> u64 {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return 0;
+        };
+        // The fields after the command's closing parenthesis, from field 3 (state) on.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            return 0;
+        };
+        let fields: Vec<u64> = rest
+            .split_whitespace()
+            .skip(1)
+            .map(|f| f.parse().unwrap_or(0))
+            .collect();
+        // utime, stime, cutime, cstime are fields 14 to 17, so 11 to 14 here.
+        let own = fields.get(10).copied().unwrap_or(0) + fields.get(11).copied().unwrap_or(0);
+        let reaped = fields.get(12).copied().unwrap_or(0) + fields.get(13).copied().unwrap_or(0);
+        own + if with_reaped { reaped } else { 0 }
+    };
+    let mut total = ticks(pid, true);
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let Some(child) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let parent = std::fs::read_to_string(format!("/proc/{child}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let (_, rest) = stat.rsplit_once(')')?;
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                });
+            if parent == Some(pid) {
+                total += ticks(child, false);
+            }
+        }
+    }
+    // Linux reports these in clock ticks of 1/100 s (USER_HZ).
+    Duration::from_millis(total * 10)
+}
+
+/// The pid of member `name`'s postmaster, from its data directory in `HA_DIR`.
+pub fn postmaster_pid(name: &str) -> Option<u32> {
+    let dir = std::env::var("HA_DIR").ok()?;
+    let file = std::fs::read_to_string(format!("{dir}/{name}/data/postmaster.pid")).ok()?;
+    file.lines().next()?.trim().parse().ok()
 }

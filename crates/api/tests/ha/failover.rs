@@ -124,40 +124,7 @@ async fn rounds_under_write_load(fault: Fault, test: &str) {
 
     let mut measured = Vec::new();
     for number in 1..=rounds {
-        load.await_acks(load.acks() + 50, Duration::from_mins(1))
-            .await;
-        let from = cluster.leader().await.expect("a leader before the round");
-        let unavailable_before = load.unavailable();
-        let started = Instant::now();
-        match fault {
-            Fault::Kill => cluster.kill(&from).await,
-            Fault::Switchover => {
-                let to = cluster
-                    .sync_standby()
-                    .await
-                    .expect("a synchronous standby to switch over to");
-                cluster.switchover(&from, &to).await;
-            }
-        }
-        let to = cluster
-            .wait_new_leader(&from, Duration::from_secs(90))
-            .await;
-        if fault == Fault::Kill {
-            // As a supervisor would: the lost node comes back once another leads (before that,
-            // its Patroni would find its own leader key and simply restart it as the primary).
-            cluster.start(&from).await;
-        }
-        load.await_acks(load.acks() + 20, Duration::from_mins(1))
-            .await;
-        let writes_back = Instant::now();
-        cluster.wait_whole(Duration::from_mins(2)).await;
-        let round = Round {
-            from,
-            to,
-            unavailable: load.unavailable() - unavailable_before,
-            gap: acks.longest_pause(started - Duration::from_secs(2), writes_back),
-            recovered: started.elapsed(),
-        };
+        let round = one_round(&cluster, fault, &load, &acks).await;
         eprintln!(
             "{fault:?} round {number}: {} -> {}; {} answered 503; gap {:.2?}; whole again after {:.2?}",
             round.from, round.to, round.unavailable, round.gap, round.recovered,
@@ -206,6 +173,48 @@ async fn rounds_under_write_load(fault: Fault, test: &str) {
     );
     for node in &mut nodes {
         assert!(node.is_running(), "a replica exited");
+    }
+}
+
+/// One fault while the load goes on: the leader is lost or switched over, another leads,
+/// writes are acknowledged again, the cluster is whole again.
+async fn one_round(cluster: &Cluster, fault: Fault, load: &Load, acks: &AckTimes) -> Round {
+    load.await_acks(load.acks() + 50, Duration::from_mins(1))
+        .await;
+    let from = cluster.leader().await.expect("a leader before the round");
+    let unavailable_before = load.unavailable();
+    let started = Instant::now();
+    match fault {
+        Fault::Kill => cluster.kill(&from).await,
+        Fault::Switchover => {
+            let to = cluster
+                .sync_standby()
+                .await
+                .expect("a synchronous standby to switch over to");
+            cluster.switchover(&from, &to).await;
+        }
+    }
+    let to = cluster
+        .wait_new_leader(&from, Duration::from_secs(90))
+        .await;
+    if fault == Fault::Kill {
+        // As a supervisor would: the lost node comes back once another leads (before that,
+        // its Patroni would find its own leader key and simply restart it as the primary).
+        cluster.start(&from).await;
+    }
+    load.await_acks(load.acks() + 20, Duration::from_mins(1))
+        .await;
+    let writes_back = Instant::now();
+    cluster.wait_whole(Duration::from_mins(2)).await;
+    let window = started
+        .checked_sub(Duration::from_secs(2))
+        .unwrap_or(started);
+    Round {
+        from,
+        to,
+        unavailable: load.unavailable() - unavailable_before,
+        gap: acks.longest_pause(window, writes_back),
+        recovered: started.elapsed(),
     }
 }
 

@@ -1,0 +1,103 @@
+//! Connections to one PostgreSQL endpoint: how a pool is built from a URL (the one place the
+//! driver's connection set-up is), and [`Connections::run`], the one deadline over waiting for a
+//! connection and the whole operation (see the store's doc, `# Connections and failure`).
+
+use std::time::Duration;
+
+use deadpool_postgres::{Client, Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use secrets_domain::ports::StoreError;
+use tokio::time::{Instant, timeout_at};
+use tokio_postgres::NoTls;
+
+use super::error::{internal, pool_error, spoils_connection};
+use crate::store::StoreOptions;
+
+/// A pool of connections to one endpoint (a primary, or one standby), and the timeout that
+/// bounds what a caller waits for it. Cloning it is cheap: clones share the pool.
+#[derive(Clone)]
+pub(super) struct Connections {
+    pub(super) pool: Pool,
+    pub(super) timeout: Duration,
+}
+
+impl Connections {
+    /// Builds the pool for `url`. It does not connect yet; connections are opened on first
+    /// use.
+    ///
+    /// A URL may name several hosts (`postgres://h1:5432,h2:5432,h3:5432/db`); each new
+    /// connection tries them in order. With `target_session_attrs=read-write` it keeps only a
+    /// server that takes writes, so after a failover the next connection finds the new primary
+    /// by itself; a connection to the demoted primary is not kept either (see [`Self::run`]).
+    pub(super) fn new(url: &str, options: StoreOptions) -> Result<Self, StoreError> {
+        let mut config: tokio_postgres::Config = url.parse().map_err(internal)?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(options.timeout);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("secrets-service");
+        }
+        // `Fast` recycling only checks that the connection is not closed: a test query on every
+        // checkout would add a round trip to the hot read. A connection that broke unnoticed
+        // fails one operation with `Unavailable` and is then dropped as closed.
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(options.pool_size.get())
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(options.timeout))
+            .create_timeout(Some(options.timeout))
+            .recycle_timeout(Some(options.timeout))
+            .build()
+            .map_err(internal)?;
+        Ok(Self {
+            pool,
+            timeout: options.timeout,
+        })
+    }
+
+    /// Runs `op` on a pooled connection, all of it (waiting for the connection included)
+    /// bounded by the timeout.
+    pub(super) async fn run<T>(
+        &self,
+        op: impl AsyncFnOnce(&mut Client) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.run_until(Instant::now() + self.timeout, op).await
+    }
+
+    /// Runs `op` on a pooled connection, all of it bounded by `deadline`.
+    ///
+    /// A connection leaves the pool, closed, when it cannot be trusted with the next caller:
+    /// when `op` was abandoned at the deadline (it may still have a statement in flight or an
+    /// open transaction, or its peer may be gone; the server then rolls back), and when the
+    /// server refused a write as read-only (SQLSTATE 25006: the connection is on a standby, or
+    /// on a primary that was demoted; `target_session_attrs` is checked only when connecting,
+    /// so only a new connection finds the primary).
+    pub(super) async fn run_until<T>(
+        &self,
+        deadline: Instant,
+        op: impl AsyncFnOnce(&mut Client) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        // The pool's own timeouts bound this already; the deadline makes the whole operation,
+        // not each of its steps, what the timeout bounds.
+        let mut client = timeout_at(deadline, self.pool.get())
+            .await
+            .map_err(|elapsed| StoreError::Unavailable(Box::new(elapsed)))?
+            .map_err(pool_error)?;
+        match timeout_at(deadline, op(&mut client)).await {
+            Ok(Err(error)) if spoils_connection(&error) => {
+                drop(Object::take(client));
+                Err(error)
+            }
+            Ok(result) => result,
+            Err(elapsed) => {
+                drop(Object::take(client));
+                Err(StoreError::Unavailable(Box::new(elapsed)))
+            }
+        }
+    }
+}
