@@ -85,19 +85,26 @@ pub(super) const LOCK_NAMESPACE: &str = "SELECT 1 FROM namespaces WHERE id = $1 
 // this one's count includes every secret committed by the writer the lock waited for. (A CTE in
 // the locking statement would count with the snapshot taken before the wait, and miss them.)
 //
-// `xmax = 0` is true only for a freshly inserted row version; the row version an ON CONFLICT
-// update writes carries the updating transaction's id there. `clock_timestamp()` rather than
+// `created` is the existence check's answer, negated: every part of one statement reads the
+// snapshot taken when it started, so `existing` is the state before this insert, and under the
+// namespace lock no other writer can add the name meanwhile. (PostgreSQL's own tell, `xmax = 0`
+// on a freshly inserted row version, is a system column that CockroachDB and YugabyteDB do not
+// have; this form reads the same and costs nothing more: the check is needed for the limit
+// anyway, and a CTE referenced twice is evaluated once.) `clock_timestamp()` rather than
 // `now()`: it is read after the lock is held, so timestamps follow the order writes happen in;
 // GREATEST keeps `updated_at` from moving backwards should the database's clock step back.
 pub(super) const UPSERT_SECRET: &str = "\
+    WITH existing AS ( \
+        SELECT 1 FROM secrets WHERE namespace_id = $1 AND name_index = $2 \
+    ) \
     INSERT INTO secrets (namespace_id, name_index, name_ct, value_ct, created_at, updated_at) \
     SELECT $1, $2, $3, $4, t.at, t.at FROM (SELECT clock_timestamp() AS at) t \
-    WHERE EXISTS (SELECT 1 FROM secrets WHERE namespace_id = $1 AND name_index = $2) \
+    WHERE EXISTS (SELECT 1 FROM existing) \
        OR (SELECT count(*) FROM secrets WHERE namespace_id = $1) < $5 \
     ON CONFLICT (namespace_id, name_index) DO UPDATE \
     SET name_ct = EXCLUDED.name_ct, value_ct = EXCLUDED.value_ct, \
         updated_at = GREATEST(secrets.updated_at, EXCLUDED.updated_at) \
-    RETURNING (xmax = 0) AS created";
+    RETURNING NOT EXISTS (SELECT 1 FROM existing) AS created";
 
 pub(super) const COUNT_SECRETS: &str = "SELECT count(*) FROM secrets WHERE namespace_id = $1";
 
