@@ -214,16 +214,34 @@ struct Batches {
 impl ReadIndex {
     /// The primary's position, read after this call began; `None` when it cannot be read.
     async fn position(&self, primary: &Connections) -> Option<Position> {
+        let primary = primary.clone();
+        self.join(move || {
+            async move {
+                match primary.run(primary_position).await {
+                    Ok(position) => position,
+                    Err(error) => {
+                        tracing::debug!(error = %error, "the primary's position could not be read");
+                        None
+                    }
+                }
+            }
+            .boxed()
+        })
+        .await
+    }
+
+    /// Joins the query that has not been sent yet, or makes one with `query` (sent once the
+    /// one before it returned), and waits for its answer.
+    async fn join<Q>(&self, query: Q) -> Option<Position>
+    where
+        Q: FnOnce() -> BoxFuture<'static, Option<Position>>,
+    {
         let fetch = {
             let mut batches = lock(&self.state);
             if let Some(next) = &batches.next {
                 next.clone()
             } else {
-                let fetch = Self::fetch(
-                    Arc::clone(&self.state),
-                    batches.sent.clone(),
-                    primary.clone(),
-                );
+                let fetch = Self::fetch(Arc::clone(&self.state), batches.sent.clone(), query());
                 batches.next = Some(fetch.clone());
                 fetch
             }
@@ -232,8 +250,12 @@ impl ReadIndex {
     }
 
     /// A query that waits for `before`, then takes itself out of `next` (readers arriving from
-    /// then on need a later one) and reads the position.
-    fn fetch(state: Arc<Mutex<Batches>>, before: Option<Fetch>, primary: Connections) -> Fetch {
+    /// then on need a later one) and sends `query`.
+    fn fetch(
+        state: Arc<Mutex<Batches>>,
+        before: Option<Fetch>,
+        query: BoxFuture<'static, Option<Position>>,
+    ) -> Fetch {
         async move {
             if let Some(before) = before {
                 before.await;
@@ -242,13 +264,7 @@ impl ReadIndex {
                 let mut batches = lock(&state);
                 batches.sent = batches.next.take();
             }
-            match primary.run(primary_position).await {
-                Ok(position) => position,
-                Err(error) => {
-                    tracing::debug!(error = %error, "the primary's position could not be read");
-                    None
-                }
-            }
+            query.await
         }
         .boxed()
         .shared()
@@ -279,4 +295,90 @@ async fn primary_position(
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use futures_util::FutureExt as _;
+    use tokio::sync::Notify;
+    use tokio_postgres::types::PgLsn;
+
+    use super::{Position, ReadIndex};
+
+    /// A query whose answer is the number of queries started before it, sent when `release`
+    /// says so; `log` records, in order, when each query was sent.
+    fn query(
+        sent: &Arc<AtomicU64>,
+        release: &Arc<Notify>,
+        log: &Arc<Mutex<Vec<String>>>,
+    ) -> impl FnOnce() -> futures_util::future::BoxFuture<'static, Option<Position>> + use<> {
+        let (sent, release, log) = (Arc::clone(sent), Arc::clone(release), Arc::clone(log));
+        move || {
+            async move {
+                let n = sent.fetch_add(1, Ordering::SeqCst) + 1;
+                log.lock().expect("log").push(format!("sent {n}"));
+                release.notified().await;
+                Some(Position {
+                    lsn: PgLsn::from(n),
+                    timeline: 1,
+                })
+            }
+            .boxed()
+        }
+    }
+
+    #[tokio::test]
+    async fn readers_share_queries_and_each_gets_one_sent_after_it_arrived() {
+        let index = Arc::new(ReadIndex::default());
+        let sent = Arc::new(AtomicU64::new(0));
+        let release = Arc::new(Notify::new());
+        let log = Arc::new(Mutex::new(Vec::new()));
+
+        // The first reader's query goes out at once, and stays out.
+        let first = tokio::spawn({
+            let index = Arc::clone(&index);
+            let q = query(&sent, &release, &log);
+            async move { index.join(q).await }
+        });
+        while sent.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        // Fifty readers arrive while it is out: they must not get its answer, which may have
+        // been read before they arrived; they share the next query, which is not sent yet.
+        let mut later = Vec::new();
+        for _ in 0..50 {
+            let index = Arc::clone(&index);
+            let q = query(&sent, &release, &log);
+            later.push(tokio::spawn(async move { index.join(q).await }));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(
+            sent.load(Ordering::SeqCst),
+            1,
+            "one query on the wire at a time"
+        );
+
+        release.notify_one();
+        let answer = first.await.expect("first reader");
+        assert_eq!(answer.map(|p| p.lsn), Some(PgLsn::from(1)));
+        // The second query leaves only now, carrying all fifty.
+        while sent.load(Ordering::SeqCst) < 2 {
+            tokio::task::yield_now().await;
+        }
+        release.notify_one();
+        for reader in later {
+            let answer = reader.await.expect("a later reader");
+            assert_eq!(answer.map(|p| p.lsn), Some(PgLsn::from(2)));
+        }
+        assert_eq!(
+            sent.load(Ordering::SeqCst),
+            2,
+            "two queries for fifty-one readers"
+        );
+        assert_eq!(*log.lock().expect("log"), ["sent 1", "sent 2"]);
+    }
 }

@@ -15,7 +15,9 @@ use secrets_adapters::sqlite::SqliteStore;
 use secrets_adapters::testing::TestDatabase;
 
 use crate::load::{Ledger, Load, Writer, create_namespaces, read_back, tracked_namespaces};
-use crate::support::{Node, Rng, Scratch, client, count, knob, service_env, sql};
+use crate::support::{
+    Node, Rng, Scratch, client, count, knob, names_with_more_than_one_row, service_env, sql,
+};
 
 /// Writers per round, spread over this many namespaces.
 const WRITERS: usize = 6;
@@ -64,12 +66,7 @@ impl Store<'_> {
     async fn rows_match(&self, secrets_read: usize) {
         if let Store::Postgres(db) = self {
             let sql = sql(db.url()).await;
-            let duplicated = count(
-                &sql,
-                "SELECT count(*) FROM (SELECT 1 FROM secrets \
-                 GROUP BY namespace_id, name_index HAVING count(*) > 1) d",
-            )
-            .await;
+            let duplicated = names_with_more_than_one_row(&sql).await;
             assert_eq!(duplicated, 0, "names with more than one row");
             // Namespaces whose creation was not answered hold no secrets: their one secret is
             // written only after the answer. So every row is one the API read.

@@ -157,6 +157,18 @@ fn describe(value: Option<&str>) -> String {
     }
 }
 
+/// An error with every cause under it (reqwest's own message rarely says what failed).
+fn causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
@@ -358,10 +370,11 @@ impl Writer {
                 Err(error) => {
                     if !load.killed.load(Ordering::SeqCst) {
                         load.problem(format!(
-                            "{} {}: no answer after {:?}: {error}",
+                            "{} {}: no answer after {:?}: {}",
                             op.method,
                             op.path.replace(&self.key, "{key}"),
-                            started.elapsed()
+                            started.elapsed(),
+                            causes(&error)
                         ));
                     }
                     return self;
@@ -495,8 +508,9 @@ pub async fn read_namespaces(base: String, keys: Vec<String>, mut rng: Rng, load
             Err(error) => {
                 if !load.killed.load(Ordering::SeqCst) {
                     load.problem(format!(
-                        "GET /namespaces/{{key}}: no answer after {:?}: {error}",
-                        started.elapsed()
+                        "GET /namespaces/{{key}}: no answer after {:?}: {}",
+                        started.elapsed(),
+                        causes(&error)
                     ));
                 }
                 return;

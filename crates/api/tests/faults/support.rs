@@ -256,10 +256,13 @@ fn listening_port(line: &str) -> Option<u16> {
 }
 
 /// A client whose every request is bounded: a service that hangs fails the test instead of
-/// stalling it.
+/// stalling it. It keeps an idle connection for less time than the service's keep-alive (actix's
+/// five seconds) lets it: a request sent on a connection at the moment the server closes it
+/// fails without an answer, which would pass for the service's fault.
 pub fn client() -> Client {
     Client::builder()
         .timeout(Duration::from_secs(30))
+        .pool_idle_timeout(Duration::from_secs(2))
         .build()
         .expect("HTTP client")
 }
@@ -280,6 +283,16 @@ pub async fn count(client: &tokio_postgres::Client, query: &str) -> i64 {
         .await
         .unwrap_or_else(|e| panic!("{query}: {e}"))
         .get(0)
+}
+
+/// How many names have more than one row in the database `client` is connected to (a torn or doubled write).
+pub async fn names_with_more_than_one_row(client: &tokio_postgres::Client) -> i64 {
+    count(
+        client,
+        "SELECT count(*) FROM (SELECT 1 FROM secrets \
+         GROUP BY namespace_id, name_index HAVING count(*) > 1) d",
+    )
+    .await
 }
 
 /// The `(name, digest)` listing of a namespace, asserting success.

@@ -20,7 +20,9 @@ use crate::cluster::{Cluster, median_and_max};
 use crate::load::{
     Ledger, Load, Writer, create_namespaces, read_back, read_namespaces, tracked_namespaces,
 };
-use crate::support::{Node, Rng, Scratch, client, count, knob, service_env, sql};
+use crate::support::{
+    Node, Rng, Scratch, client, knob, names_with_more_than_one_row, service_env, sql,
+};
 
 const WRITERS: usize = 6;
 const NAMESPACES: usize = 3;
@@ -143,12 +145,7 @@ async fn rounds_under_write_load(fault: Fault, test: &str) {
         lost.extend(read_back(&client, &node.base(), &ledger).await.problems);
     }
     let sql = sql(db.url()).await;
-    let duplicated = count(
-        &sql,
-        "SELECT count(*) FROM (SELECT 1 FROM secrets \
-         GROUP BY namespace_id, name_index HAVING count(*) > 1) d",
-    )
-    .await;
+    let duplicated = names_with_more_than_one_row(&sql).await;
 
     let gaps: Vec<Duration> = measured.iter().map(|r| r.gap).collect();
     let recoveries: Vec<Duration> = measured.iter().map(|r| r.recovered).collect();
@@ -163,6 +160,18 @@ async fn rounds_under_write_load(fault: Fault, test: &str) {
         report.server_errors,
         report.unavailable,
     );
+    if !(lost.is_empty() && report.problems.is_empty()) {
+        // What the replicas said about it.
+        for (n, node) in nodes.iter().enumerate() {
+            let complaints: Vec<String> = node
+                .log()
+                .lines()
+                .filter(|l| !l.contains("\"level\":\"INFO\""))
+                .map(str::to_owned)
+                .collect();
+            eprintln!("replica {n} logged:\n{}", complaints.join("\n"));
+        }
+    }
     assert!(lost.is_empty(), "acknowledged writes lost: {lost:#?}");
     assert_eq!(report.server_errors, 0, "{:#?}", report.problems);
     assert!(report.problems.is_empty(), "{:#?}", report.problems);
