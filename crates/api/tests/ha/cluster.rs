@@ -2,6 +2,7 @@
 //! roles (Patroni's REST API, `GET /cluster`), and what the tests do to them through
 //! `scripts/ha/node.sh` (kill, start, switch over).
 
+use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -38,7 +39,12 @@ impl Cluster {
     pub fn from_env(test: &str) -> Option<Self> {
         let (Ok(nodes), Ok(script)) = (std::env::var("HA_NODES"), std::env::var("HA_NODE_SCRIPT"))
         else {
-            eprintln!("{test}: skipped: no Patroni cluster (HA_NODES is not set); run `make ha`");
+            // Straight to the standard error, past the test harness's capture, so that the
+            // skip shows in `make test` too.
+            drop(writeln!(
+                std::io::stderr(),
+                "{test}: skipped: no Patroni cluster (HA_NODES is not set); run `make ha`"
+            ));
             return None;
         };
         let members = nodes
