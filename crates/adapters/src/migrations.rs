@@ -26,18 +26,32 @@ pub(crate) struct Migration {
 }
 
 /// PostgreSQL's migrations, in the order they apply.
-pub(crate) const POSTGRES: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("../../../migrations/postgres/0001_init.sql"),
-}];
+pub(crate) const POSTGRES: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../../../migrations/postgres/0001_init.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "original_import",
+        sql: include_str!("../../../migrations/postgres/0003_original_import.sql"),
+    },
+];
 
 /// SQLite's migrations, in the order they apply (mirroring [`POSTGRES`]).
-pub(crate) const SQLITE: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("../../../migrations/sqlite/0001_init.sql"),
-}];
+pub(crate) const SQLITE: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../../../migrations/sqlite/0001_init.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "original_import",
+        sql: include_str!("../../../migrations/sqlite/0003_original_import.sql"),
+    },
+];
 
 /// What a migration run is to do, given what the database has recorded.
 #[derive(Debug)]

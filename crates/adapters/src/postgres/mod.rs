@@ -28,6 +28,8 @@
 //! - this file: [`PostgresStore`], its lifecycle (build, migrate, pool status, close) and `run`,
 //!   which bounds every operation as described above;
 //! - `port`: the domain's [`SecretStore`] port, and how its writes serialise (`# Concurrency`);
+//! - `import`: the domain's `ImportStore` port (`import-original`'s records and transactions),
+//!   with its own statements;
 //! - `sql`: every statement, with why it is written the way it is; `rows`: rows as the port's
 //!   types;
 //! - `error`: how a driver error becomes a [`StoreError`] (unique violation, unreachable
@@ -36,6 +38,7 @@
 //! [`SecretStore`]: secrets_domain::ports::SecretStore
 
 mod error;
+mod import;
 mod port;
 mod rows;
 mod sql;

@@ -20,10 +20,13 @@
 //! - `connection`: what every connection is set up with, and creating the file;
 //! - `port`: the domain's [`SecretStore`] port, with `sql` its statements and `rows` the
 //!   mapping of rows to the port's types;
+//! - `import`: the domain's `ImportStore` port (`import-original`'s records and transactions),
+//!   with its own statements;
 //! - `error`: how a driver error becomes a [`StoreError`].
 
 mod connection;
 mod error;
+mod import;
 mod pool;
 mod port;
 mod rows;
