@@ -78,6 +78,17 @@ pub(crate) fn plan(migrations: &'static [Migration], recorded: &[i64]) -> Plan {
 }
 
 impl Plan {
+    /// The pending migrations, as a report names them.
+    pub(crate) fn pending(&self) -> Vec<AppliedMigration> {
+        self.pending
+            .iter()
+            .map(|m| AppliedMigration {
+                version: m.version,
+                name: m.name,
+            })
+            .collect()
+    }
+
     /// The report of the run, once its transaction has committed every pending migration; logs
     /// what it applied, and a warning when the database's schema is newer than this binary's.
     pub(crate) fn finish(self) -> MigrationReport {
@@ -96,14 +107,7 @@ impl Plan {
             );
         }
         MigrationReport {
-            applied: self
-                .pending
-                .iter()
-                .map(|m| AppliedMigration {
-                    version: m.version,
-                    name: m.name,
-                })
-                .collect(),
+            applied: self.pending(),
             newer_in_database: self.newer_in_database,
         }
     }

@@ -14,6 +14,10 @@ pub(super) const CREATE_SCHEMA_MIGRATIONS: &str = "\
 
 pub(super) const RECORDED_MIGRATIONS: &str = "SELECT version FROM schema_migrations";
 
+// Whether the table exists at all (a database never migrated has none), without creating it.
+pub(super) const HAS_SCHEMA_MIGRATIONS: &str = "\
+    SELECT to_regclass('schema_migrations') IS NOT NULL";
+
 pub(super) const RECORD_MIGRATION: &str = "INSERT INTO schema_migrations (version) VALUES ($1)";
 
 // Transactions sent as one pipeline (see `port`'s `upsert_secret`).

@@ -13,6 +13,10 @@ pub(super) const CREATE_SCHEMA_MIGRATIONS: &str = "\
 
 pub(super) const RECORDED_MIGRATIONS: &str = "SELECT version FROM schema_migrations";
 
+// Whether the table exists at all (a database never migrated has none), without creating it.
+pub(super) const HAS_SCHEMA_MIGRATIONS: &str = "\
+    SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations')";
+
 pub(super) const RECORD_MIGRATION: &str = "\
     INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)";
 
