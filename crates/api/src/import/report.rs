@@ -73,8 +73,8 @@ impl fmt::Display for Summary<'_> {
             write!(
                 f,
                 "namespaces: {}, matching: {}, differing: {}, changed in the original since \
-                 imported: {}, not imported: {}, deleted here: {}, names written here (not \
-                 compared): {}, deleted in the original but still here: {}, failed: {}",
+                 imported: {}, not imported: {}, deleted here: {}, names written here since the \
+                 import: {}, deleted in the original but still here: {}, failed: {}",
                 r.namespaces,
                 r.matched,
                 r.differed,
