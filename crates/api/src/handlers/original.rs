@@ -244,9 +244,8 @@ pub async fn original_create_namespaces<S: SecretStore, C: Envelope, R: Random>(
     let body = body::read_json(&req, payload, state.body, Accept::Json).await?;
     let count = parse_bulk(&body)?;
     let keys = state.service.create_namespaces(count).await?;
-    Ok(HttpResponse::Ok().json(AccessKeysBody {
-        access_keys: keys.iter().map(|key| key.expose().to_string()).collect(),
-    }))
+    // 200, as the original answered (the native route answers 201).
+    Ok(HttpResponse::Ok().json(AccessKeysBody::of(&keys)))
 }
 
 /// Reads a namespace's secrets: values (`mode=private`, every hook run) or digests
