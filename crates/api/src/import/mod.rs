@@ -349,6 +349,14 @@ where
                 Class::New => counts.0.imported = 1,
                 _ => counts.0.updated = 1,
             }
+            acted(
+                if class == Class::New {
+                    "imported"
+                } else {
+                    "updated"
+                },
+                ns.id,
+            );
             counts.0.secrets = written;
             counts.0.kept_here = kept_here;
             counts
@@ -418,7 +426,10 @@ where
         Target::DryRun { .. } => counts.removed = 1,
         Target::Verify(_) => counts.kept = 1,
         Target::Import(service) => match service.remove_imported(record.original).await {
-            Ok(RemoveOutcome::Removed) => counts.removed = 1,
+            Ok(RemoveOutcome::Removed) => {
+                acted("removed", record.original.as_uuid());
+                counts.removed = 1;
+            }
             Ok(RemoveOutcome::KeptWrittenHere) => {
                 tracing::warn!(
                     original = %record.original,
@@ -431,6 +442,13 @@ where
         },
     }
     Counts(counts)
+}
+
+/// Every write an import makes to a namespace (`imported`, `updated`, `removed`) passes here
+/// once it committed, with the original's namespace id: the one place an audit trail of the
+/// import's actions hooks in.
+fn acted(action: &'static str, original: Uuid) {
+    tracing::debug!(action, original = %original, "import-original changed a namespace");
 }
 
 fn log_refusals(original: &OriginalNamespace, plan: &ImportPlan) {
