@@ -40,6 +40,8 @@
 //!   described above and drops connections that must not be used again;
 //! - `standby`: reads on standbys, and how each proves it is as fresh as the primary;
 //! - `port`: the domain's [`SecretStore`] port, and how its writes serialise (`# Concurrency`);
+//! - `import`: the domain's `ImportStore` port (`import-original`'s records and transactions),
+//!   with its own statements;
 //! - `sql`: every statement, with why it is written the way it is; `rows`: rows as the port's
 //!   types;
 //! - `error`: how a driver error becomes a [`StoreError`] (unique violation, unreachable
@@ -48,6 +50,7 @@
 //! [`SecretStore`]: secrets_domain::ports::SecretStore
 
 mod error;
+mod import;
 mod pool;
 mod port;
 mod rows;
@@ -65,7 +68,9 @@ use self::error::{db, pool_error};
 use self::pool::Connections;
 use self::standby::Standbys;
 use crate::migrations;
-use crate::store::{MigrationReport, PoolStatus, ReadRouting, Store, StoreOptions};
+use crate::store::{
+    AppliedMigration, MigrationReport, PoolStatus, ReadRouting, Store, StoreOptions,
+};
 
 /// Where the PostgreSQL store lives: the primary's URL (several hosts with
 /// `target_session_attrs=read-write` find whichever is primary now), and the standbys that may
@@ -190,6 +195,30 @@ impl PostgresStore {
         Ok(plan.finish())
     }
 
+    /// The migrations the database has not recorded, without applying any.
+    pub async fn pending_migrations(&self) -> Result<Vec<AppliedMigration>, StoreError> {
+        self.run(async |client| {
+            let exists: bool = client
+                .query_one(sql::HAS_SCHEMA_MIGRATIONS, &[])
+                .await
+                .map_err(db)?
+                .try_get(0)
+                .map_err(db)?;
+            let mut recorded = Vec::new();
+            if exists {
+                for row in client
+                    .query(sql::RECORDED_MIGRATIONS, &[])
+                    .await
+                    .map_err(db)?
+                {
+                    recorded.push(row.try_get(0).map_err(db)?);
+                }
+            }
+            Ok(migrations::plan(migrations::POSTGRES, &recorded).pending())
+        })
+        .await
+    }
+
     /// The primary's pool state, for metrics.
     #[must_use]
     pub fn pool_status(&self) -> PoolStatus {
@@ -235,6 +264,12 @@ impl Store for PostgresStore {
 
     fn migrate(&self) -> impl Future<Output = Result<MigrationReport, StoreError>> + Send {
         PostgresStore::migrate(self)
+    }
+
+    fn pending_migrations(
+        &self,
+    ) -> impl Future<Output = Result<Vec<AppliedMigration>, StoreError>> + Send {
+        PostgresStore::pending_migrations(self)
     }
 
     fn pool_status(&self) -> PoolStatus {

@@ -13,5 +13,6 @@ mod helpers;
 mod keys;
 mod lifecycle;
 mod operability;
+mod original;
 mod security;
 mod slow_bodies;
