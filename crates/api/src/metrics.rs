@@ -260,6 +260,44 @@ mod tests {
     }
 
     #[test]
+    fn standby_reads_are_reported_by_outcome_once_there_are_any() {
+        let pool = || PoolStatus {
+            max_size: 1,
+            size: 0,
+            available: 0,
+            waiting: 0,
+        };
+        let routing = std::sync::Arc::new(std::sync::Mutex::new(ReadRouting {
+            standby: 5,
+            lagging: 2,
+            ..ReadRouting::default()
+        }));
+        let read = std::sync::Arc::clone(&routing);
+        let metrics = Metrics::new("postgres", pool)
+            .expect("metrics register")
+            .with_read_routing(move || *read.lock().expect("routing"));
+        let text = metrics.render().expect("renders");
+        for line in [
+            r#"secrets_store_standby_reads_total{outcome="served"} 5"#,
+            r#"secrets_store_standby_reads_total{outcome="lagging"} 2"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
+        }
+        assert!(!text.contains(r#"outcome="unreachable""#), "{text}");
+        // The counters follow the store's counts from one scrape to the next.
+        routing.lock().expect("routing").standby = 9;
+        let text = metrics.render().expect("renders");
+        assert!(
+            text.lines()
+                .any(|l| l == r#"secrets_store_standby_reads_total{outcome="served"} 9"#),
+            "{text}"
+        );
+        // Without standbys, nothing is reported.
+        let none = Metrics::new("sqlite", pool).expect("metrics register");
+        assert!(!none.render().expect("renders").contains("outcome="));
+    }
+
+    #[test]
     fn two_applications_count_separately() {
         let pool = || PoolStatus {
             max_size: 1,
