@@ -26,18 +26,32 @@ pub(crate) struct Migration {
 }
 
 /// PostgreSQL's migrations, in the order they apply.
-pub(crate) const POSTGRES: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("../../../migrations/postgres/0001_init.sql"),
-}];
+pub(crate) const POSTGRES: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../../../migrations/postgres/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "revisions",
+        sql: include_str!("../../../migrations/postgres/0002_revisions.sql"),
+    },
+];
 
 /// SQLite's migrations, in the order they apply (mirroring [`POSTGRES`]).
-pub(crate) const SQLITE: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("../../../migrations/sqlite/0001_init.sql"),
-}];
+pub(crate) const SQLITE: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../../../migrations/sqlite/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "revisions",
+        sql: include_str!("../../../migrations/sqlite/0002_revisions.sql"),
+    },
+];
 
 /// What a migration run is to do, given what the database has recorded.
 #[derive(Debug)]

@@ -96,6 +96,11 @@ impl AccessKey {
         Zeroizing::new(URL_SAFE_NO_PAD.encode(self.0))
     }
 
+    /// The key's bytes, to key the entity tags of its namespace (`crate::etag`).
+    pub(crate) fn secret_bytes(&self) -> &[u8; ACCESS_KEY_BYTES] {
+        &self.0
+    }
+
     /// SHA-256 of the key's bytes: what the store keeps and looks up by.
     ///
     /// A fast hash is enough here: the key has 256 bits of entropy, so there is nothing to
