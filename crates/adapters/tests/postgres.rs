@@ -5,9 +5,13 @@
 //! Each test that needs a database gets one of its own ([`TestDatabase`]), dropped when the
 //! test ends.
 
+#[path = "common/unconditional.rs"]
+mod unconditional;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use self::unconditional::Unconditional as _;
 use secrets_domain::model::{KeyId, NamespaceId};
 use secrets_domain::ports::{
     NameIndex, NewNamespace, SealedSecret, SecretStore, StoreError, Upserted, WrappedKey,
@@ -136,7 +140,7 @@ async fn migrations_apply_once_even_when_replicas_run_them_at_once() {
         .iter()
         .map(|row| row.get(0))
         .collect();
-    assert_eq!(versions, [1]);
+    assert_eq!(versions, [1, 2], "every migration the binary has, once");
     stores[0].ping().await.expect("the store works");
 }
 
@@ -220,7 +224,7 @@ async fn an_operation_that_overruns_the_timeout_is_unavailable_and_writes_nothin
         store_with_a_locked_namespace(&database, Duration::from_millis(700)).await;
 
     let start = Instant::now();
-    assert_unavailable(&store.upsert_secret(ns.id, &secret(), 10).await);
+    assert_unavailable(&store.upsert(ns.id, &secret(), 10).await);
     assert!(start.elapsed() < Duration::from_secs(2));
     // Two deadlines race here, both the store's timeout: ours, which closes the connection so
     // that it leaves the pool, and the server's (`statement_timeout`), which cancels the lock
@@ -262,10 +266,7 @@ async fn an_operation_that_overruns_the_timeout_is_unavailable_and_writes_nothin
         None
     );
     assert_eq!(
-        store
-            .upsert_secret(ns.id, &secret(), 10)
-            .await
-            .expect("upsert"),
+        store.upsert(ns.id, &secret(), 10).await.expect("upsert"),
         Upserted::Created
     );
 }
@@ -277,7 +278,7 @@ async fn writes_abandoned_at_the_timeout_stop_waiting_on_the_server_too() {
     // Another session holds the namespace's lock for as long as this test wants.
     let (store, ns, blocker) = store_with_a_locked_namespace(&database, timeout).await;
     for _ in 0..3 {
-        assert_unavailable(&store.upsert_secret(ns.id, &secret(), 10).await);
+        assert_unavailable(&store.upsert(ns.id, &secret(), 10).await);
     }
 
     // The server does not see the store close a connection while the session waits for a
@@ -387,10 +388,7 @@ async fn the_pool_recovers_by_itself_when_the_database_comes_back() {
         .expect("bind again");
     let running = proxy(listener, target);
     assert_eq!(
-        store
-            .upsert_secret(ns.id, &secret(), 10)
-            .await
-            .expect("upsert"),
+        store.upsert(ns.id, &secret(), 10).await.expect("upsert"),
         Upserted::Created
     );
     let (_, secrets) = store
