@@ -365,6 +365,13 @@ mod tests {
         assert_eq!(made_up.revision(&key(), &Resource::Namespace(id(1))), None);
     }
 
+    type Case = (
+        &'static str,
+        Condition<Revision>,
+        Option<u64>,
+        Result<(), Failed>,
+    );
+
     #[test]
     fn conditions_follow_rfc_9110() {
         use Failed::{IfMatch, IfNoneMatch};
@@ -373,7 +380,8 @@ mod tests {
             if_match,
             if_none_match,
         };
-        let cases: &[(&str, Condition<Revision>, Option<u64>, Result<(), Failed>)] = &[
+
+        let cases: &[Case] = &[
             ("no condition, absent", cond(None, None), None, Ok(())),
             ("no condition, present", cond(None, None), Some(3), Ok(())),
             (

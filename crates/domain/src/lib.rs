@@ -27,4 +27,6 @@ pub use model::{
     AccessKey, AccessKeyHash, BulkCount, InvalidAccessKey, InvalidBulkCount, InvalidName, KeyId,
     KeyInfo, Limits, NamespaceId, Secret, SecretName, SecretValue,
 };
-pub use service::{Conditional, Issued, PatchChange, RewrapBatch, SecretsService, Tagged, Target};
+pub use service::{
+    Conditional, Issued, PatchChange, Plaintexts, RewrapBatch, SecretsService, Tagged, Target,
+};

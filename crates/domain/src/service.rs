@@ -41,6 +41,9 @@ pub struct RewrapBatch {
 /// One change of a merge patch: set a name to a value, or delete it (`None`).
 pub type PatchChange = (SecretName, Option<SecretValue>);
 
+/// Every secret of a namespace, decrypted, ordered by name.
+pub type Plaintexts = Vec<(SecretName, SecretValue)>;
+
 /// A use case's answer about one namespace, with what the layers above need besides: the
 /// namespace's internal id (for logs and the audit trail, which must never see the access key)
 /// and the entity tag of the resource the answer is about, in the state the use case saw or
@@ -185,7 +188,7 @@ where
         &self,
         key: &AccessKey,
         condition: &Condition<ETag>,
-    ) -> Result<Tagged<Conditional<Vec<(SecretName, SecretValue)>>>, Error> {
+    ) -> Result<Tagged<Conditional<Plaintexts>>, Error> {
         self.read_namespace(key, condition, |keys, namespace, stored| {
             open_all(keys, namespace.id, stored)
         })
@@ -379,7 +382,7 @@ where
         key: &AccessKey,
         changes: &[PatchChange],
         condition: &Condition<ETag>,
-    ) -> Result<Tagged<Vec<(SecretName, SecretValue)>>, Error> {
+    ) -> Result<Tagged<Plaintexts>, Error> {
         let values: Vec<SecretValue> = changes.iter().filter_map(|(_, v)| v.clone()).collect();
         let (namespace, keys) = self.open_checking(key, &values).await?;
         let mut upserts = Vec::new();

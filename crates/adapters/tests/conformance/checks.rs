@@ -603,11 +603,7 @@ async fn version_of<S: SecretStore>(store: &S, ns: &NewNamespace, n: u8) -> Opti
     secret.map(|s| s.version.get())
 }
 
-pub async fn revisions_start_at_one_and_move_with_every_change_inside_the_namespace<
-    S: SecretStore,
->(
-    store: S,
-) {
+pub async fn revisions_start_at_one_and_move_with_every_write<S: SecretStore>(store: S) {
     let ns = created(&store, "kek-a").await;
     let other = created(&store, "kek-a").await;
     assert_eq!(revision_of(&store, &ns).await, 1, "a new namespace");
@@ -681,6 +677,28 @@ pub async fn revisions_start_at_one_and_move_with_every_change_inside_the_namesp
         .await;
     assert_eq!(deleting.expect("a delete").revision, rev(6));
 
+    assert_eq!(
+        revision_of(&store, &other).await,
+        1,
+        "other namespaces are untouched"
+    );
+}
+
+pub async fn revisions_move_with_every_delete_and_access_key_rotation<S: SecretStore>(store: S) {
+    let ns = with_secrets(&store, 3).await;
+    let none = Guard::default();
+    let deleting = store
+        .apply_patch(ns.id, &[], &[index(2)], 10, &Condition::default())
+        .await;
+    assert_eq!(deleting.expect("a delete").revision, rev(5));
+    assert_eq!(
+        store
+            .delete_secret(ns.id, &index(0), &none)
+            .await
+            .expect("delete"),
+        Some(rev(6))
+    );
+
     // Deletes move it when they delete; a secret written again gets a version it never had.
     assert_eq!(
         store
@@ -730,12 +748,6 @@ pub async fn revisions_start_at_one_and_move_with_every_change_inside_the_namesp
     assert_eq!(
         store.find_namespace(&new.access_hash).await.expect("find"),
         Some(record_at(&ns, 9))
-    );
-
-    assert_eq!(
-        revision_of(&store, &other).await,
-        1,
-        "other namespaces are untouched"
     );
 }
 
