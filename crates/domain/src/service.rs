@@ -691,6 +691,7 @@ fn open_all<K: NamespaceKeys>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::etag::Tags;
     use crate::model::KeyId;
     use crate::ports::{KeyCheck, MockSecretStore};
     use crate::testing::{CountingRandom, FakeEnvelope, InMemoryStore};
@@ -1134,6 +1135,80 @@ mod tests {
         }
     }
 
+    /// The worker's re-read of an unchanged namespace: one lookup of the namespace's id and
+    /// revision, then 304. The mocks fail the test if a secret is read or anything decrypted.
+    #[tokio::test]
+    async fn an_unchanged_namespace_is_not_modified_without_reading_or_decrypting_anything() {
+        let random = CountingRandom::default();
+        let id = NamespaceId::generate(&random).expect("id");
+        let key = AccessKey::generate(&random).expect("key");
+        let revision = Revision::new(7).expect("revision");
+        let current = ETag::new(&key, &Resource::Namespace(id), revision);
+        let mut store = MockSecretStore::new();
+        store
+            .expect_find_revision()
+            .times(2)
+            .returning(move |_| Ok(Some((id, revision))));
+        store.expect_read_namespace().never();
+        let mut envelope = crate::ports::MockEnvelope::new();
+        envelope.expect_open_data_key().never();
+        let service = SecretsService::new(store, envelope, random, Limits::default());
+        let condition = Condition {
+            if_match: None,
+            if_none_match: Some(Tags::List(vec![current])),
+        };
+        let read = service.read_all(&key, &condition).await.expect("read");
+        assert!(matches!(read.value, Conditional::NotModified));
+        assert_eq!((read.namespace, read.etag), (id, current));
+        let listed = service.list_keys(&key, &condition).await.expect("list");
+        assert!(matches!(listed.value, Conditional::NotModified));
+    }
+
+    #[tokio::test]
+    async fn a_write_with_the_entity_tag_it_read_goes_through_once() {
+        let service = service();
+        let key = service.new_namespace().await.expect("created");
+        service
+            .put(&key, &name("A"), &value("1"))
+            .await
+            .expect("put");
+        let read = service
+            .read_all(&key, &Condition::default())
+            .await
+            .expect("read");
+        let if_match = Condition {
+            if_match: Some(Tags::List(vec![read.etag])),
+            if_none_match: None,
+        };
+        let written = service
+            .put_secret(&key, &name("B"), &value("2"), &if_match, Target::Namespace)
+            .await
+            .expect("the tag is current");
+        assert_eq!(written.namespace, read.namespace);
+        assert_ne!(written.etag, read.etag, "the write moved the namespace");
+        match service
+            .put_secret(&key, &name("C"), &value("3"), &if_match, Target::Namespace)
+            .await
+        {
+            Err(Error::PreconditionFailed { namespace }) => assert_eq!(namespace, read.namespace),
+            other => panic!("expected a failed precondition, got {other:?}"),
+        }
+        match service.remove(&key, &name("NONE")).await {
+            Err(error) => assert_eq!(error.namespace(), Some(read.namespace)),
+            Ok(()) => panic!("there is no such secret"),
+        }
+        assert_eq!(
+            plain(&service.read(&key).await.expect("read")),
+            [("A".into(), "1".into()), ("B".into(), "2".into())]
+        );
+        // The tag of the namespace now: the write answered it.
+        let now = service
+            .read_all(&key, &Condition::default())
+            .await
+            .expect("read");
+        assert_eq!(now.etag, written.etag);
+    }
+
     #[tokio::test]
     async fn an_unreachable_store_is_unavailable_not_internal() {
         let mut store = MockSecretStore::new();
@@ -1220,6 +1295,11 @@ mod tests {
         old.put(&keys[0], &name("A"), &value("a"))
             .await
             .expect("put");
+        let before = old
+            .read_all(&keys[0], &Condition::default())
+            .await
+            .expect("read")
+            .etag;
         let SecretsService { store, .. } = old;
         let rotated = with_keys(store, "new-kek", &["old-kek"]);
         rotated
@@ -1259,5 +1339,10 @@ mod tests {
             plain(&current.read(&keys[0]).await.expect("read")),
             [("A".into(), "a".into())]
         );
+        let after = current
+            .read_all(&keys[0], &Condition::default())
+            .await
+            .expect("read");
+        assert_eq!(after.etag, before, "a KEK rotation changes no entity tag");
     }
 }
