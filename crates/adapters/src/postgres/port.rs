@@ -157,77 +157,25 @@ impl SecretStore for PostgresStore {
         let index = secret.index.0.as_slice();
         let max = i64::from(max_secrets);
         let params: [&(dyn ToSql + Sync); 5] = [&id, &index, &secret.name, &secret.value, &max];
-        self.run(async |client| {
-            let bound = client
-                .prepare_cached(sql::BOUND_TRANSACTION)
-                .await
-                .map_err(db)?;
-            let lock = client
-                .prepare_cached(sql::LOCK_NAMESPACE)
-                .await
-                .map_err(db)?;
-            let upsert = client
-                .prepare_cached(sql::UPSERT_SECRET)
-                .await
-                .map_err(db)?;
-            if guard.is_none() {
-                // The whole transaction goes out in one round trip: tokio-postgres pipelines
-                // requests that are polled together, and `join5` first polls them in this
-                // order. The server still runs them one after the other, so the upsert starts,
-                // and takes its snapshot, only once the lock is held. Whatever happens, the
-                // COMMIT ends the transaction, also when this future is dropped half-way (the
-                // requests are sent already): a full namespace makes the upsert write nothing
-                // and return no row, and the COMMIT commits nothing; a missing namespace makes
-                // the lock and the upsert find nothing.
-                let (begun, bounded, locked, written, committed) = futures_util::future::join5(
-                    client.batch_execute(sql::BEGIN),
-                    client.query_one(&bound, &[&self.server_timeout]),
-                    client.query_opt(&lock, &[&id]),
-                    client.query_opt(&upsert, &params),
-                    client.batch_execute(sql::COMMIT),
-                )
-                .await;
-                begun.map_err(db)?;
-                bounded.map_err(db)?;
-                // The lock's empty answer says why the upsert wrote nothing.
-                if locked.map_err(db)?.is_none() {
-                    return Err(StoreError::NamespaceNotFound);
-                }
-                let written = written.map_err(db)?;
-                committed.map_err(db)?;
-                return written_row(written);
-            }
-            // Conditional (see the module's `# Preconditions`): the write is sent with the
-            // reads, and kept only if the guard holds for what they read. The transaction
-            // rolls back when it is dropped, on every early return.
-            let version = client
-                .prepare_cached(sql::SECRET_VERSION)
-                .await
-                .map_err(db)?;
-            let tx = client.transaction().await.map_err(db)?;
-            let (bounded, locked, current, written) = futures_util::future::join4(
-                tx.query_one(&bound, &[&self.server_timeout]),
-                tx.query_opt(&lock, &[&id]),
-                tx.query_opt(&version, &[&id, &index]),
-                tx.query_opt(&upsert, &params),
+        // A full namespace makes the upsert write nothing and return no row (then the COMMIT
+        // commits nothing); a missing one makes the lock and the upsert find nothing.
+        let found = self
+            .secret_write(
+                sql::UPSERT_SECRET,
+                &id,
+                index,
+                &params,
+                |revision, version| {
+                    if guard.holds(revision, version) {
+                        Ok(true)
+                    } else {
+                        Err(StoreError::PreconditionFailed)
+                    }
+                },
+                guard.is_none(),
             )
-            .await;
-            bounded.map_err(db)?;
-            let Some(locked) = locked.map_err(db)? else {
-                return Err(StoreError::NamespaceNotFound);
-            };
-            let current = current
-                .map_err(db)?
-                .map(|row| revision(&row, 0))
-                .transpose()?;
-            if !guard.holds(revision(&locked, 0)?, current) {
-                return Err(StoreError::PreconditionFailed);
-            }
-            let written = written_row(written.map_err(db)?)?;
-            tx.commit().await.map_err(db)?;
-            Ok(written)
-        })
-        .await
+            .await?;
+        written_row(found.ok_or(StoreError::NamespaceNotFound)?)
     }
 
     #[tracing::instrument(
@@ -323,68 +271,27 @@ impl SecretStore for PostgresStore {
     ) -> Result<Option<Revision>, StoreError> {
         let id = ns.as_uuid();
         let index = index.0.as_slice();
-        self.run(async |client| {
-            let bound = client
-                .prepare_cached(sql::BOUND_TRANSACTION)
-                .await
-                .map_err(db)?;
-            let lock = client
-                .prepare_cached(sql::LOCK_NAMESPACE)
-                .await
-                .map_err(db)?;
-            let delete = client
-                .prepare_cached(sql::DELETE_SECRET)
-                .await
-                .map_err(db)?;
-            if guard.is_none() {
-                // One round trip, as `upsert_secret`'s: the lock comes first so that every
-                // writer of the namespace takes its locks in the same order.
-                let (begun, bounded, locked, deleted, committed) = futures_util::future::join5(
-                    client.batch_execute(sql::BEGIN),
-                    client.query_one(&bound, &[&self.server_timeout]),
-                    client.query_opt(&lock, &[&id]),
-                    client.query_opt(&delete, &[&id, &index]),
-                    client.batch_execute(sql::COMMIT),
-                )
-                .await;
-                begun.map_err(db)?;
-                bounded.map_err(db)?;
-                locked.map_err(db)?;
-                let deleted = deleted.map_err(db)?;
-                committed.map_err(db)?;
-                return deleted.map(|row| revision(&row, 0)).transpose();
-            }
-            let version = client
-                .prepare_cached(sql::SECRET_VERSION)
-                .await
-                .map_err(db)?;
-            let tx = client.transaction().await.map_err(db)?;
-            let (bounded, locked, current, deleted) = futures_util::future::join4(
-                tx.query_one(&bound, &[&self.server_timeout]),
-                tx.query_opt(&lock, &[&id]),
-                tx.query_opt(&version, &[&id, &index]),
-                tx.query_opt(&delete, &[&id, &index]),
+        let found = self
+            .secret_write(
+                sql::DELETE_SECRET,
+                &id,
+                index,
+                &[&id, &index],
+                |revision, version| {
+                    // An absent secret is answered as absent, whatever the guard says.
+                    let Some(version) = version else {
+                        return Ok(false);
+                    };
+                    if guard.holds(revision, Some(version)) {
+                        Ok(true)
+                    } else {
+                        Err(StoreError::PreconditionFailed)
+                    }
+                },
+                guard.is_none(),
             )
-            .await;
-            bounded.map_err(db)?;
-            let Some(locked) = locked.map_err(db)? else {
-                return Ok(None);
-            };
-            // An absent secret is answered as absent, whatever the guard says.
-            let Some(current) = current.map_err(db)? else {
-                return Ok(None);
-            };
-            if !guard.holds(revision(&locked, 0)?, Some(revision(&current, 0)?)) {
-                return Err(StoreError::PreconditionFailed);
-            }
-            let deleted = deleted
-                .map_err(db)?
-                .map(|row| revision(&row, 0))
-                .transpose()?;
-            tx.commit().await.map_err(db)?;
-            Ok(deleted)
-        })
-        .await
+            .await?;
+        found.flatten().map(|row| revision(&row, 0)).transpose()
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(conditional = !condition.is_none()))]
@@ -567,6 +474,88 @@ impl SecretStore for PostgresStore {
                 &[&ids, &old_ids, &old_keys, &new_ids, &new_keys],
             )
             .await
+        })
+        .await
+    }
+}
+
+impl PostgresStore {
+    /// Runs `write` (a statement on one secret of namespace `id`, yielding at most one row) in a
+    /// transaction of its own, after the namespace's lock (see the module's `# Concurrency`).
+    /// `None` when the namespace does not exist; otherwise the write's row, if it made one.
+    ///
+    /// `unconditional`: the whole transaction goes out in one round trip. tokio-postgres
+    /// pipelines requests that are polled together, and `join5` first polls them in this order;
+    /// the server still runs them one after the other, so the write starts, and takes its
+    /// snapshot, only once the lock is held. Whatever happens, the COMMIT ends the transaction,
+    /// also when this future is dropped half-way (the requests are sent already).
+    ///
+    /// Otherwise (see the module's `# Preconditions`) the write is sent with the reads of the
+    /// namespace's revision and of the secret's version (`None`: absent), and `keep` decides from
+    /// them whether it stays: `Ok(true)` commits, `Ok(false)` rolls back and answers as if no
+    /// row was written, an error rolls back and is the answer. The transaction also rolls back
+    /// when it is dropped, on every early return.
+    async fn secret_write(
+        &self,
+        write: &str,
+        id: &uuid::Uuid,
+        index: &[u8],
+        params: &[&(dyn ToSql + Sync)],
+        keep: impl FnOnce(Revision, Option<Revision>) -> Result<bool, StoreError>,
+        unconditional: bool,
+    ) -> Result<Option<Option<Row>>, StoreError> {
+        self.run(async |client| {
+            let bound = client
+                .prepare_cached(sql::BOUND_TRANSACTION)
+                .await
+                .map_err(db)?;
+            let lock = client
+                .prepare_cached(sql::LOCK_NAMESPACE)
+                .await
+                .map_err(db)?;
+            let write = client.prepare_cached(write).await.map_err(db)?;
+            if unconditional {
+                let (begun, bounded, locked, written, committed) = futures_util::future::join5(
+                    client.batch_execute(sql::BEGIN),
+                    client.query_one(&bound, &[&self.server_timeout]),
+                    client.query_opt(&lock, &[id]),
+                    client.query_opt(&write, params),
+                    client.batch_execute(sql::COMMIT),
+                )
+                .await;
+                begun.map_err(db)?;
+                bounded.map_err(db)?;
+                let locked = locked.map_err(db)?;
+                let written = written.map_err(db)?;
+                committed.map_err(db)?;
+                return Ok(locked.map(|_| written));
+            }
+            let version = client
+                .prepare_cached(sql::SECRET_VERSION)
+                .await
+                .map_err(db)?;
+            let tx = client.transaction().await.map_err(db)?;
+            let (bounded, locked, current, written) = futures_util::future::join4(
+                tx.query_one(&bound, &[&self.server_timeout]),
+                tx.query_opt(&lock, &[id]),
+                tx.query_opt(&version, &[id, &index]),
+                tx.query_opt(&write, params),
+            )
+            .await;
+            bounded.map_err(db)?;
+            let Some(locked) = locked.map_err(db)? else {
+                return Ok(None);
+            };
+            let current = current
+                .map_err(db)?
+                .map(|row| revision(&row, 0))
+                .transpose()?;
+            if !keep(revision(&locked, 0)?, current)? {
+                return Ok(Some(None));
+            }
+            let written = written.map_err(db)?;
+            tx.commit().await.map_err(db)?;
+            Ok(Some(written))
         })
         .await
     }
