@@ -273,7 +273,7 @@ where
         condition: &Condition<ETag>,
         target: Target,
     ) -> Result<Tagged<Upserted>, Error> {
-        let (namespace, keys) = self.open_checking(key, std::slice::from_ref(value)).await?;
+        let (namespace, keys) = self.open_checking(key, value.len()).await?;
         let sealed = seal(&keys, namespace.id, name, value)?;
         let index = sealed.index;
         let resource = match target {
@@ -383,8 +383,12 @@ where
         changes: &[PatchChange],
         condition: &Condition<ETag>,
     ) -> Result<Tagged<Plaintexts>, Error> {
-        let values: Vec<SecretValue> = changes.iter().filter_map(|(_, v)| v.clone()).collect();
-        let (namespace, keys) = self.open_checking(key, &values).await?;
+        let largest = changes
+            .iter()
+            .filter_map(|(_, value)| value.as_ref().map(SecretValue::len))
+            .max()
+            .unwrap_or(0);
+        let (namespace, keys) = self.open_checking(key, largest).await?;
         let mut upserts = Vec::new();
         let mut deletes = Vec::new();
         for (name, value) in changes {
@@ -572,17 +576,17 @@ where
 
     /// Finds the namespace of `key` and unwraps its data key.
     async fn open(&self, key: &AccessKey) -> Result<(NamespaceRecord, C::Keys), Error> {
-        self.open_checking(key, &[]).await
+        self.open_checking(key, 0).await
     }
 
-    /// Finds the namespace of `key`, checks that every one of `values` is within the limit, and
-    /// unwraps the data key. A value over the limit is refused as such whether or not the
-    /// namespace exists, as it was before the namespace was looked up; when it exists, the
-    /// refusal names it.
+    /// Finds the namespace of `key`, checks that the largest value to write (`largest` bytes) is
+    /// within the limit, and unwraps the data key. A value over the limit is refused as such
+    /// whether or not the namespace exists, as it was before the namespace was looked up; when
+    /// it exists, the refusal names it.
     async fn open_checking(
         &self,
         key: &AccessKey,
-        values: &[SecretValue],
+        largest: usize,
     ) -> Result<(NamespaceRecord, C::Keys), Error> {
         let found = self
             .store
@@ -590,7 +594,7 @@ where
             .await
             .map_err(|e| self.store_error(e, None))?;
         let limit = self.limits.max_value_bytes;
-        if values.iter().any(|value| value.len() > limit) {
+        if largest > limit {
             return Err(Error::ValueTooLarge {
                 limit,
                 namespace: found.map(|namespace| namespace.id),
