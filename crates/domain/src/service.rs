@@ -6,6 +6,16 @@
 //! the store, so a key rotated or a namespace deleted on one replica is refused on all of them
 //! at once.
 //!
+//! # What the results carry
+//! Every use case about one namespace answers that namespace's internal id with its result
+//! ([`Tagged`], [`Issued`], or the id itself), and every error it can meet once the namespace is
+//! found carries the id too ([`Error::namespace`]): the layers above can say which namespace a
+//! request touched (a log line, an audit record) without ever holding on to the access key.
+//! Reads and writes also answer the entity tag of what they answered about (see
+//! [`crate::etag`]), and take the caller's preconditions as a [`Condition`] of entity tags, which
+//! the use case turns into revisions of the resource in question before the store compares them
+//! inside its write.
+//!
 //! # Spans
 //! Every use case runs in a `debug` span of its own name, with `skip_all`: no argument becomes a
 //! field by accident, since arguments are access keys, names and values. The only fields are
@@ -1211,6 +1221,55 @@ mod tests {
             .await
             .expect("read");
         assert_eq!(now.etag, written.etag);
+    }
+
+    #[tokio::test]
+    async fn every_refusal_after_the_namespace_was_found_names_it() {
+        let service = service_with(Limits {
+            max_value_bytes: 4,
+            max_secrets_per_namespace: 1,
+        });
+        let issued = service.create_namespace().await.expect("created");
+        let (key, id) = (&issued.access_key, Some(issued.namespace));
+        service
+            .put(key, &name("A"), &value("a"))
+            .await
+            .expect("put");
+        let stranger = AccessKey::generate(&CountingRandom::default()).expect("key");
+        let none = Condition::default();
+        let refusals = [
+            (
+                "too large",
+                service.put(key, &name("A"), &value("12345")).await.err(),
+            ),
+            (
+                "full",
+                service.put(key, &name("B"), &value("b")).await.err(),
+            ),
+            ("no such secret", service.get(key, &name("B")).await.err()),
+            (
+                "no such secret to delete",
+                service.remove(key, &name("B")).await.err(),
+            ),
+        ];
+        for (why, error) in refusals {
+            assert_eq!(error.expect(why).namespace(), id, "{why}");
+        }
+        let patched = service
+            .patch(key, &[(name("B"), Some(value("b")))], &none)
+            .await;
+        assert_eq!(patched.expect_err("full").namespace(), id);
+        // Refused before any namespace is found: nothing to name.
+        let too_large = service.put(&stranger, &name("A"), &value("12345")).await;
+        assert!(matches!(
+            too_large,
+            Err(Error::ValueTooLarge {
+                namespace: None,
+                ..
+            })
+        ));
+        let unknown = service.read_all(&stranger, &none).await;
+        assert_eq!(unknown.expect_err("unknown").namespace(), None);
     }
 
     #[tokio::test]
