@@ -416,3 +416,74 @@ async fn the_pool_reports_its_connections() {
         }
     );
 }
+
+/// A database that 0001 made and filled (an older binary, or anything that writes rows without
+/// naming the new columns, such as an import) is migrated to revisions in place: its namespaces
+/// start at revision 1 and its secrets at version 1, both valid, and the next write moves on.
+#[tokio::test]
+async fn rows_written_before_revisions_existed_start_at_a_valid_revision() {
+    let database = TestDatabase::create().await;
+    let client = connect(&database).await;
+    client
+        .batch_execute(concat!(
+            "CREATE TABLE schema_migrations (version bigint PRIMARY KEY, \
+             applied_at timestamptz NOT NULL DEFAULT now());",
+            include_str!("../../../migrations/postgres/0001_init.sql"),
+            "INSERT INTO schema_migrations (version) VALUES (1);"
+        ))
+        .await
+        .expect("the schema as 0001 left it");
+    let ns = namespace();
+    let old = secret();
+    client
+        .execute(
+            "INSERT INTO namespaces (id, access_hash, kek_id, wrapped_dek) VALUES ($1, $2, $3, $4)",
+            &[
+                &ns.id.as_uuid(),
+                &ns.access_hash.as_bytes().as_slice(),
+                &ns.data_key.key_id.as_str(),
+                &ns.data_key.ciphertext,
+            ],
+        )
+        .await
+        .expect("a namespace");
+    client
+        .execute(
+            "INSERT INTO secrets (namespace_id, name_index, name_ct, value_ct, created_at, \
+             updated_at) VALUES ($1, $2, $3, $4, now(), now())",
+            &[
+                &ns.id.as_uuid(),
+                &old.index.0.as_slice(),
+                &old.name,
+                &old.value,
+            ],
+        )
+        .await
+        .expect("a secret");
+
+    let store =
+        PostgresStore::new(database.url(), options(2, Duration::from_secs(10))).expect("pool");
+    let report = store.migrate().await.expect("migrate");
+    assert_eq!(
+        report.applied.iter().map(|m| m.version).collect::<Vec<_>>(),
+        [2]
+    );
+    let (id, revision) = store
+        .find_revision(&ns.access_hash)
+        .await
+        .expect("find")
+        .expect("the namespace is there");
+    assert_eq!((id, revision.get()), (ns.id, 1));
+    let stored = store.get_secret(ns.id, &old.index).await.expect("get");
+    assert_eq!(stored.map(|s| s.version.get()), Some(1));
+    let written = store
+        .upsert_secret(
+            ns.id,
+            &secret(),
+            10,
+            &secrets_domain::ports::Guard::default(),
+        )
+        .await
+        .expect("a write");
+    assert_eq!(written.revision.get(), 2);
+}

@@ -744,3 +744,58 @@ async fn a_write_lock_held_past_the_timeout_is_unavailable_and_then_recovers() {
         Upserted::Created
     );
 }
+
+/// As on PostgreSQL: a file that 0001 made and filled is migrated to revisions in place, its
+/// namespaces at revision 1 and its secrets at version 1, and the next write moves on.
+#[tokio::test]
+async fn rows_written_before_revisions_existed_start_at_a_valid_revision() {
+    let db = TempDb::new();
+    let ns = namespace("kek-a");
+    let old = secret(1, "old");
+    {
+        let conn = rusqlite::Connection::open(db.path()).expect("open");
+        conn.execute_batch(concat!(
+            "CREATE TABLE schema_migrations (version INTEGER NOT NULL PRIMARY KEY, \
+             applied_at INTEGER NOT NULL) STRICT;",
+            include_str!("../../../migrations/sqlite/0001_init.sql"),
+            "INSERT INTO schema_migrations (version, applied_at) VALUES (1, 0);"
+        ))
+        .expect("the schema as 0001 left it");
+        conn.execute(
+            "INSERT INTO namespaces (id, access_hash, kek_id, wrapped_dek, created_at) \
+             VALUES (?1, ?2, ?3, ?4, 0)",
+            rusqlite::params![
+                ns.id.as_bytes(),
+                ns.access_hash.as_bytes(),
+                ns.data_key.key_id.as_str(),
+                ns.data_key.ciphertext
+            ],
+        )
+        .expect("a namespace");
+        conn.execute(
+            "INSERT INTO secrets (namespace_id, name_index, name_ct, value_ct, created_at, \
+             updated_at) VALUES (?1, ?2, ?3, ?4, 0, 0)",
+            rusqlite::params![ns.id.as_bytes(), old.index.0, old.name, old.value],
+        )
+        .expect("a secret");
+    }
+    let store = open(&db).await;
+    let (id, revision) = store
+        .find_revision(&ns.access_hash)
+        .await
+        .expect("find")
+        .expect("the namespace is there");
+    assert_eq!((id, revision.get()), (ns.id, 1));
+    let stored = store.get_secret(ns.id, &old.index).await.expect("get");
+    assert_eq!(stored.map(|s| s.version.get()), Some(1));
+    let written = store
+        .upsert_secret(
+            ns.id,
+            &secret(2, "new"),
+            10,
+            &secrets_domain::ports::Guard::default(),
+        )
+        .await
+        .expect("a write");
+    assert_eq!(written.revision.get(), 2);
+}
