@@ -37,6 +37,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "revisions",
         sql: include_str!("../../../migrations/postgres/0002_revisions.sql"),
     },
+    Migration {
+        version: 3,
+        name: "original_import",
+        sql: include_str!("../../../migrations/postgres/0003_original_import.sql"),
+    },
 ];
 
 /// SQLite's migrations, in the order they apply (mirroring [`POSTGRES`]).
@@ -50,6 +55,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         version: 2,
         name: "revisions",
         sql: include_str!("../../../migrations/sqlite/0002_revisions.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "original_import",
+        sql: include_str!("../../../migrations/sqlite/0003_original_import.sql"),
     },
 ];
 
@@ -78,6 +88,17 @@ pub(crate) fn plan(migrations: &'static [Migration], recorded: &[i64]) -> Plan {
 }
 
 impl Plan {
+    /// The pending migrations, as a report names them.
+    pub(crate) fn pending(&self) -> Vec<AppliedMigration> {
+        self.pending
+            .iter()
+            .map(|m| AppliedMigration {
+                version: m.version,
+                name: m.name,
+            })
+            .collect()
+    }
+
     /// The report of the run, once its transaction has committed every pending migration; logs
     /// what it applied, and a warning when the database's schema is newer than this binary's.
     pub(crate) fn finish(self) -> MigrationReport {
@@ -96,14 +117,7 @@ impl Plan {
             );
         }
         MigrationReport {
-            applied: self
-                .pending
-                .iter()
-                .map(|m| AppliedMigration {
-                    version: m.version,
-                    name: m.name,
-                })
-                .collect(),
+            applied: self.pending(),
             newer_in_database: self.newer_in_database,
         }
     }

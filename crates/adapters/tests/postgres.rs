@@ -122,6 +122,15 @@ async fn migrations_apply_once_even_when_replicas_run_them_at_once() {
             PostgresStore::new(database.url(), options(1, Duration::from_secs(10))).expect("pool")
         })
         .collect();
+    // Every embedded migration is pending on a fresh database, and none once it is migrated.
+    let embedded: Vec<i64> = stores[0]
+        .pending_migrations()
+        .await
+        .expect("read what is pending")
+        .iter()
+        .map(|m| m.version)
+        .collect();
+    assert_eq!(embedded.first(), Some(&1));
 
     let results = futures_util::future::join_all(stores.iter().map(PostgresStore::migrate)).await;
     for result in results {
@@ -140,7 +149,14 @@ async fn migrations_apply_once_even_when_replicas_run_them_at_once() {
         .iter()
         .map(|row| row.get(0))
         .collect();
-    assert_eq!(versions, [1, 2], "every migration the binary has, once");
+    assert_eq!(versions, embedded, "each applied exactly once");
+    assert!(
+        stores[0]
+            .pending_migrations()
+            .await
+            .expect("read what is pending")
+            .is_empty()
+    );
     stores[0].ping().await.expect("the store works");
 }
 
@@ -464,9 +480,9 @@ async fn rows_written_before_revisions_existed_start_at_a_valid_revision() {
     let store =
         PostgresStore::new(database.url(), options(2, Duration::from_secs(10))).expect("pool");
     let report = store.migrate().await.expect("migrate");
-    assert_eq!(
-        report.applied.iter().map(|m| m.version).collect::<Vec<_>>(),
-        [2]
+    assert!(
+        report.applied.iter().any(|m| m.version == 2),
+        "the revisions' migration ran"
     );
     let (id, revision) = store
         .find_revision(&ns.access_hash)

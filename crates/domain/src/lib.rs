@@ -11,10 +11,13 @@
 //! - [`ports`]: the traits adapters implement, each method with the errors it MUST return.
 //! - [`service`]: [`SecretsService`], the use cases, generic over the ports.
 //! - [`error`]: what a use case can answer besides success.
+//! - [`import`]: bringing namespaces over from the service this one replaces: the original's
+//!   key form, the import's rules, its store port and its use cases.
 //! - `testing` (feature `testing`): in-memory fakes of the ports.
 
 pub mod error;
 pub mod etag;
+pub mod import;
 pub mod model;
 pub mod ports;
 pub mod service;
@@ -24,8 +27,8 @@ pub mod testing;
 pub use error::{Error, KeyCheckError};
 pub use etag::{Condition, ETag, Revision, Tags};
 pub use model::{
-    AccessKey, AccessKeyHash, BulkCount, InvalidAccessKey, InvalidBulkCount, InvalidName, KeyId,
-    KeyInfo, Limits, NamespaceId, Secret, SecretName, SecretValue,
+    AccessKey, AccessKeyHash, AccessKind, BulkCount, InvalidAccessKey, InvalidBulkCount,
+    InvalidName, KeyId, KeyInfo, Limits, NamespaceId, Secret, SecretName, SecretValue,
 };
 pub use service::{
     Conditional, Issued, PatchChange, Plaintexts, RewrapBatch, SecretsService, Tagged, Target,

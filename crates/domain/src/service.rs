@@ -140,6 +140,11 @@ where
         self.limits
     }
 
+    /// The randomness source, for the use cases of other modules (the import).
+    pub(crate) fn random(&self) -> &R {
+        &self.random
+    }
+
     /// Creates one empty namespace and returns its access key, which is shown only this once.
     #[tracing::instrument(level = "debug", skip_all, fields(ns))]
     pub async fn create_namespace(&self) -> Result<Issued, Error> {
@@ -617,14 +622,14 @@ where
 
     /// Unwraps the namespace's data key, and records its internal id (which is safe to log) as
     /// the `ns` field of the use case's span.
-    fn unwrap(&self, namespace: &NamespaceRecord) -> Result<C::Keys, Error> {
+    pub(crate) fn unwrap(&self, namespace: &NamespaceRecord) -> Result<C::Keys, Error> {
         record_namespace(namespace.id);
         self.envelope
             .open_data_key(namespace.id, &namespace.data_key)
             .map_err(|e| Error::from_crypto(e, namespace.id))
     }
 
-    fn store_error(&self, error: StoreError, ns: Option<NamespaceId>) -> Error {
+    pub(crate) fn store_error(&self, error: StoreError, ns: Option<NamespaceId>) -> Error {
         Error::from_store(error, self.limits.max_secrets_per_namespace, ns)
     }
 }
@@ -656,7 +661,7 @@ fn check_read<T>(
     }
 }
 
-fn seal<K: NamespaceKeys>(
+pub(crate) fn seal<K: NamespaceKeys>(
     keys: &K,
     ns: NamespaceId,
     name: &SecretName,
@@ -674,7 +679,7 @@ fn seal<K: NamespaceKeys>(
     })
 }
 
-fn open_one<K: NamespaceKeys>(
+pub(crate) fn open_one<K: NamespaceKeys>(
     keys: &K,
     ns: NamespaceId,
     stored: &StoredSecret,

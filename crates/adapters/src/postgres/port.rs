@@ -50,12 +50,16 @@ impl SecretStore for PostgresStore {
             .iter()
             .map(|ns| ns.data_key.ciphertext.as_slice())
             .collect();
+        let kinds: Vec<i16> = namespaces
+            .iter()
+            .map(|ns| ns.access_hash.kind().code())
+            .collect();
         // One statement is all or nothing, so a bulk create needs no explicit transaction.
         self.run(async |client| {
             execute(
                 client,
                 sql::CREATE_NAMESPACES,
-                &[&ids, &hashes, &key_ids, &keys],
+                &[&ids, &hashes, &key_ids, &keys, &kinds],
             )
             .await?;
             Ok(())
@@ -72,7 +76,7 @@ impl SecretStore for PostgresStore {
             let row = query_opt(
                 client,
                 sql::FIND_NAMESPACE,
-                &[&access.as_bytes().as_slice()],
+                &[&access.as_bytes().as_slice(), &access.kind().code()],
             )
             .await?;
             row.as_ref().map(namespace_record).transpose()
@@ -86,8 +90,12 @@ impl SecretStore for PostgresStore {
         access: &AccessKeyHash,
     ) -> Result<Option<(NamespaceId, Revision)>, StoreError> {
         self.run(async |client| {
-            let row =
-                query_opt(client, sql::FIND_REVISION, &[&access.as_bytes().as_slice()]).await?;
+            let row = query_opt(
+                client,
+                sql::FIND_REVISION,
+                &[&access.as_bytes().as_slice(), &access.kind().code()],
+            )
+            .await?;
             row.map(|row| {
                 Ok((
                     NamespaceId::from_uuid(row.try_get(0).map_err(db)?),
@@ -108,7 +116,7 @@ impl SecretStore for PostgresStore {
             let rows = query(
                 client,
                 sql::READ_NAMESPACE,
-                &[&access.as_bytes().as_slice()],
+                &[&access.as_bytes().as_slice(), &access.kind().code()],
             )
             .await?;
             let Some(first) = rows.first() else {
@@ -300,14 +308,14 @@ impl SecretStore for PostgresStore {
         access: &AccessKeyHash,
         condition: &Condition<Revision>,
     ) -> Result<Option<NamespaceId>, StoreError> {
-        let access = access.as_bytes().as_slice();
+        let (hash, kind) = (access.as_bytes().as_slice(), access.kind().code());
         let id = |row: Option<Row>| -> Result<Option<NamespaceId>, StoreError> {
             row.map(|row| row.try_get(0).map(NamespaceId::from_uuid).map_err(db))
                 .transpose()
         };
         self.run(async |client| {
             if condition.is_none() {
-                return id(query_opt(client, sql::DELETE_NAMESPACE, &[&access]).await?);
+                return id(query_opt(client, sql::DELETE_NAMESPACE, &[&hash, &kind]).await?);
             }
             let bound = client
                 .prepare_cached(sql::BOUND_TRANSACTION)
@@ -324,8 +332,8 @@ impl SecretStore for PostgresStore {
             let tx = client.transaction().await.map_err(db)?;
             let (bounded, locked, deleted) = futures_util::future::join3(
                 tx.query_one(&bound, &[&self.server_timeout]),
-                tx.query_opt(&lock, &[&access]),
-                tx.query_opt(&delete, &[&access]),
+                tx.query_opt(&lock, &[&hash, &kind]),
+                tx.query_opt(&delete, &[&hash, &kind]),
             )
             .await;
             bounded.map_err(db)?;
@@ -352,7 +360,12 @@ impl SecretStore for PostgresStore {
             let row = query_opt(
                 client,
                 sql::REPLACE_ACCESS_HASH,
-                &[&old.as_bytes().as_slice(), &new.as_bytes().as_slice()],
+                &[
+                    &old.as_bytes().as_slice(),
+                    &new.as_bytes().as_slice(),
+                    &old.kind().code(),
+                    &new.kind().code(),
+                ],
             )
             .await?;
             row.map(|row| row.try_get(0).map(NamespaceId::from_uuid).map_err(db))
@@ -571,7 +584,7 @@ fn written_row(row: Option<Row>) -> Result<Written, StoreError> {
 }
 
 /// Runs `sql` (prepared once per connection, then cached) with `params`, and returns its rows.
-async fn query(
+pub(super) async fn query(
     client: &Client,
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
@@ -581,7 +594,7 @@ async fn query(
 }
 
 /// Runs `sql` as [`query`] does, for a statement that yields at most one row.
-async fn query_opt(
+pub(super) async fn query_opt(
     client: &Client,
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
@@ -591,7 +604,7 @@ async fn query_opt(
 }
 
 /// Runs `sql` as [`query`] does, for a statement that yields no rows: how many it changed.
-async fn execute(
+pub(super) async fn execute(
     client: &Client,
     sql: &str,
     params: &[&(dyn ToSql + Sync)],

@@ -42,6 +42,7 @@ impl SecretStore for SqliteStore {
                         ns.data_key.key_id.as_str(),
                         ns.data_key.ciphertext,
                         now,
+                        ns.access_hash.kind().code(),
                     ])?;
                 }
                 Ok(())
@@ -59,7 +60,10 @@ impl SecretStore for SqliteStore {
             .run(move |conn| {
                 Ok(conn
                     .prepare_cached(sql::FIND_NAMESPACE)?
-                    .query_row([access.as_bytes()], namespace_record)
+                    .query_row(
+                        params![access.as_bytes(), access.kind().code()],
+                        namespace_record,
+                    )
                     .optional()?)
             })
             .await
@@ -85,7 +89,7 @@ impl SecretStore for SqliteStore {
         self.reads
             .run(move |conn| {
                 let mut stmt = conn.prepare_cached(sql::READ_NAMESPACE)?;
-                let mut rows = stmt.query([access.as_bytes()])?;
+                let mut rows = stmt.query(params![access.as_bytes(), access.kind().code()])?;
                 let mut found: Option<(NamespaceRecord, Vec<StoredSecret>)> = None;
                 while let Some(row) = rows.next()? {
                     let (_, secrets) = match &mut found {
@@ -253,7 +257,9 @@ impl SecretStore for SqliteStore {
                 }
                 Ok(tx
                     .prepare_cached(sql::DELETE_NAMESPACE)?
-                    .query_row([access.as_bytes()], |row| namespace_id(row, 0))
+                    .query_row(params![access.as_bytes(), access.kind().code()], |row| {
+                        namespace_id(row, 0)
+                    })
                     .optional()?)
             })
             .await
@@ -278,7 +284,15 @@ impl SecretStore for SqliteStore {
                 }
                 Ok(tx
                     .prepare_cached(sql::REPLACE_ACCESS_HASH)?
-                    .query_row([old.as_bytes(), new.as_bytes()], |row| namespace_id(row, 0))
+                    .query_row(
+                        params![
+                            old.as_bytes(),
+                            new.as_bytes(),
+                            old.kind().code(),
+                            new.kind().code()
+                        ],
+                        |row| namespace_id(row, 0),
+                    )
                     .optional()?)
             })
             .await
@@ -395,7 +409,7 @@ fn find_revision(
     access: &AccessKeyHash,
 ) -> rusqlite::Result<Option<(NamespaceId, Revision)>> {
     conn.prepare_cached(sql::FIND_REVISION)?
-        .query_row([access.as_bytes()], |row| {
+        .query_row(params![access.as_bytes(), access.kind().code()], |row| {
             Ok((namespace_id(row, 0)?, revision(row, 1)?))
         })
         .optional()
@@ -411,12 +425,12 @@ fn find_namespace_revision(tx: &Connection, ns: NamespaceId) -> Result<Option<Re
 }
 
 /// The revision of namespace `ns`; `NamespaceNotFound` when it does not exist.
-fn namespace_revision(tx: &Connection, ns: NamespaceId) -> Result<Revision, Failure> {
+pub(super) fn namespace_revision(tx: &Connection, ns: NamespaceId) -> Result<Revision, Failure> {
     find_namespace_revision(tx, ns)?.ok_or_else(|| StoreError::NamespaceNotFound.into())
 }
 
 /// The version of one secret, `None` when it does not exist.
-fn secret_version(
+pub(super) fn secret_version(
     tx: &Connection,
     ns: NamespaceId,
     index: &NameIndex,
@@ -427,7 +441,11 @@ fn secret_version(
         .optional()?)
 }
 
-fn set_revision(tx: &Connection, ns: NamespaceId, revision: Revision) -> Result<(), Failure> {
+pub(super) fn set_revision(
+    tx: &Connection,
+    ns: NamespaceId,
+    revision: Revision,
+) -> Result<(), Failure> {
     tx.prepare_cached(sql::SET_REVISION)?
         .execute(params![ns.as_bytes(), stored(revision)])?;
     Ok(())
@@ -435,7 +453,7 @@ fn set_revision(tx: &Connection, ns: NamespaceId, revision: Revision) -> Result<
 
 /// Inserts or updates one secret at `version` in one statement; `true` when the name was new
 /// (see `sql::UPSERT_SECRET` for how the statement tells).
-fn upsert(
+pub(super) fn upsert(
     tx: &Connection,
     ns: NamespaceId,
     secret: &SealedSecret,
@@ -456,14 +474,14 @@ fn upsert(
     Ok(inserted)
 }
 
-fn count_secrets(tx: &Connection, ns: NamespaceId) -> Result<i64, Failure> {
+pub(super) fn count_secrets(tx: &Connection, ns: NamespaceId) -> Result<i64, Failure> {
     Ok(tx
         .prepare_cached(sql::COUNT_SECRETS)?
         .query_row([ns.as_bytes()], |row| row.get(0))?)
 }
 
 /// Every row `sql` yields for `params`, each read by `read`.
-fn all_rows<T>(
+pub(super) fn all_rows<T>(
     conn: &Connection,
     sql: &str,
     params: impl Params,

@@ -4,7 +4,7 @@
 use actix_web::web::Payload;
 use actix_web::{HttpRequest, HttpResponse};
 use secrets_domain::ports::{Envelope, Random, SecretStore};
-use secrets_domain::{AccessKey, BulkCount, SecretName, SecretValue};
+use secrets_domain::{AccessKey, BulkCount, Issued, SecretName, SecretValue};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -105,6 +105,19 @@ pub struct AccessKeysBody {
     pub access_keys: Vec<String>,
 }
 
+impl AccessKeysBody {
+    /// The body of new namespaces' keys.
+    #[must_use]
+    pub fn of(issued: &[Issued]) -> Self {
+        Self {
+            access_keys: issued
+                .iter()
+                .map(|i| i.access_key.expose().to_string())
+                .collect(),
+        }
+    }
+}
+
 /// Every secret of a namespace as one flat JSON object of name to value, serialised straight
 /// from the decrypted pairs without an intermediate map.
 #[derive(ToSchema)]
@@ -179,12 +192,7 @@ pub async fn create_namespaces<S: SecretStore, C: Envelope, R: Random>(
     let body = body::read_json(&req, payload, state.body, Accept::Json).await?;
     let count = parse_bulk(&body)?;
     let issued = state.service.create_namespaces(count).await?;
-    Ok(HttpResponse::Created().json(AccessKeysBody {
-        access_keys: issued
-            .iter()
-            .map(|i| i.access_key.expose().to_string())
-            .collect(),
-    }))
+    Ok(HttpResponse::Created().json(AccessKeysBody::of(&issued)))
 }
 
 /// Reads every secret of a namespace, as one flat object of name to value.

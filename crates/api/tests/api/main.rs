@@ -14,5 +14,6 @@ mod helpers;
 mod keys;
 mod lifecycle;
 mod operability;
+mod original;
 mod security;
 mod slow_bodies;
