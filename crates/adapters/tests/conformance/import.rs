@@ -10,7 +10,7 @@ use secrets_domain::model::{AccessKeyHash, AccessKind};
 use secrets_domain::ports::{SecretStore, StoreError};
 use uuid::Uuid;
 
-use crate::fixtures::{access_hash, namespace, sealed, secret};
+use crate::fixtures::{access_hash, by_index, namespace, sealed, secret};
 
 fn original_id(n: u128) -> OriginalId {
     OriginalId::from_uuid(Uuid::from_u128(n))
@@ -284,8 +284,16 @@ pub async fn an_update_applies_only_in_the_state_it_was_computed_from<
         .expect("record");
     assert_eq!(state.record.source, Fingerprint([7; 32]));
     assert_eq!(state.base, base);
-    let (_, access, secrets) = state.namespace.expect("namespace");
+    let (record, access, secrets) = state.namespace.expect("namespace");
     assert_eq!(access, new_access);
+    // Imported whole at the first revision; the merge is one change, which what it wrote takes
+    // as its version, while the secret it left alone keeps the import's.
+    assert_eq!(record.revision.get(), 2, "a merge moves the revision once");
+    let versions: Vec<u64> = by_index(secrets.clone())
+        .iter()
+        .map(|s| s.version.get())
+        .collect();
+    assert_eq!(versions, [2, 1, 2]);
     assert_eq!(
         sealed(secrets),
         [rewritten, import.secrets[2].clone(), added]
