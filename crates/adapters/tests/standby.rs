@@ -12,8 +12,11 @@ use std::time::{Duration, Instant};
 use secrets_adapters::postgres::PostgresStore;
 use secrets_adapters::testing::TestDatabase;
 use secrets_adapters::{ReadRouting, StoreOptions};
+use secrets_domain::Condition;
 use secrets_domain::model::{AccessKeyHash, KeyId, NamespaceId};
-use secrets_domain::ports::{NameIndex, NewNamespace, SealedSecret, SecretStore, WrappedKey};
+use secrets_domain::ports::{
+    Guard, NameIndex, NewNamespace, SealedSecret, SecretStore, WrappedKey,
+};
 
 use replication::{Replication, connect};
 
@@ -107,7 +110,7 @@ async fn a_standby_serves_the_hot_read_only_when_it_has_caught_up_with_the_prima
         .await
         .expect("create");
     store
-        .upsert_secret(kept.id, &secret("one"), 10)
+        .upsert_secret(kept.id, &secret("one"), 10, &Guard::default())
         .await
         .expect("write");
     pair.caught_up(Duration::from_secs(10)).await;
@@ -130,15 +133,16 @@ async fn a_standby_serves_the_hot_read_only_when_it_has_caught_up_with_the_prima
         assert!(Instant::now() < deadline, "replay did not pause");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    store
-        .upsert_secret(kept.id, &secret("two"), 10)
+    let written = store
+        .upsert_secret(kept.id, &secret("two"), 10, &Guard::default())
         .await
         .expect("write");
     assert!(
         store
-            .delete_namespace(&deleted.access_hash)
+            .delete_namespace(&deleted.access_hash, &Condition::default())
             .await
             .expect("delete")
+            .is_some()
     );
     let new_hash = hash();
     assert!(
@@ -146,6 +150,7 @@ async fn a_standby_serves_the_hot_read_only_when_it_has_caught_up_with_the_prima
             .replace_access_hash(&renamed.access_hash, &new_hash)
             .await
             .expect("replace")
+            .is_some()
     );
     let before = store.read_routing();
     assert_eq!(
@@ -163,6 +168,16 @@ async fn a_standby_serves_the_hot_read_only_when_it_has_caught_up_with_the_prima
         "a replaced access key is refused"
     );
     assert_eq!(read(&store, &new_hash).await.as_deref(), Some(&b""[..]));
+    // A conditional read's first step, the revision, is as fresh.
+    let revision = store.find_revision(&kept.access_hash).await.expect("find");
+    assert_eq!(revision, Some((kept.id, written.revision)));
+    assert_eq!(
+        store
+            .find_revision(&deleted.access_hash)
+            .await
+            .expect("find"),
+        None
+    );
     let after = store.read_routing();
     assert_eq!(
         after.standby, before.standby,
@@ -170,7 +185,7 @@ async fn a_standby_serves_the_hot_read_only_when_it_has_caught_up_with_the_prima
     );
     assert_eq!(
         after.lagging,
-        before.lagging + 4,
+        before.lagging + 6,
         "each read found it behind: {after:?}"
     );
 
@@ -205,7 +220,7 @@ async fn a_standby_that_cannot_be_reached_rests_and_reads_go_to_the_primary() {
         .await
         .expect("create");
     store
-        .upsert_secret(ns.id, &secret("value"), 10)
+        .upsert_secret(ns.id, &secret("value"), 10, &Guard::default())
         .await
         .expect("write");
 

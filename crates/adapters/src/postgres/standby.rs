@@ -34,16 +34,17 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use deadpool_postgres::Client;
 use futures_util::FutureExt as _;
 use futures_util::future::{BoxFuture, Shared};
 use secrets_domain::model::AccessKeyHash;
-use secrets_domain::ports::{NamespaceRecord, StoreError, StoredSecret};
+use secrets_domain::ports::StoreError;
 use tokio::time::Instant;
 use tokio_postgres::types::PgLsn;
 
 use super::error::db;
 use super::pool::Connections;
-use super::port::read_namespace_on;
+use super::port::HotRead;
 use super::sql;
 use crate::store::{ReadRouting, StoreOptions};
 
@@ -81,9 +82,6 @@ struct Counters {
     unproven: AtomicU64,
 }
 
-/// A read as a standby served it.
-type Read = Option<(NamespaceRecord, Vec<StoredSecret>)>;
-
 impl Standbys {
     pub(super) fn new(urls: &[&str], options: StoreOptions) -> Result<Self, StoreError> {
         let nodes = urls
@@ -103,15 +101,16 @@ impl Standbys {
         })
     }
 
-    /// The hot read on a standby that has caught up with `primary`, or `None` when none has
-    /// (or none can be reached, or the primary's position cannot be read): the caller then
-    /// reads the primary.
-    pub(super) async fn read_namespace(
+    /// `read` on a standby that has caught up with `primary`, or `None` when none has (or none
+    /// can be reached, or the primary's position cannot be read): the caller then reads the
+    /// primary.
+    pub(super) async fn read<T>(
         &self,
         primary: &Connections,
-        access: &AccessKeyHash,
         deadline: Instant,
-    ) -> Option<Read> {
+        access: &AccessKeyHash,
+        read: HotRead<T>,
+    ) -> Option<T> {
         let position = tokio::time::timeout_at(deadline, self.index.position(primary)).await;
         let Ok(Some(position)) = position else {
             self.routing.unproven.fetch_add(1, Ordering::Relaxed);
@@ -124,7 +123,7 @@ impl Standbys {
                 continue;
             }
             let share = Instant::now() + standby.connections.timeout / STANDBY_SHARE;
-            let read = standby
+            let answer = standby
                 .connections
                 .run_until(share.min(deadline), async |client| {
                     let check = client
@@ -133,19 +132,19 @@ impl Standbys {
                         .map_err(db)?;
                     // Sent together; the read's statement starts, and takes its snapshot, only
                     // after the check has run.
-                    let (caught_up, read) = futures_util::future::join(
+                    let (caught_up, answer) = futures_util::future::join(
                         client.query_one(&check, &[&position.lsn, &position.timeline]),
-                        read_namespace_on(client, access),
+                        read(client, access),
                     )
                     .await;
                     let caught_up: bool = caught_up.map_err(db)?.try_get(0).map_err(db)?;
-                    Ok(caught_up.then_some(read))
+                    Ok(caught_up.then_some(answer))
                 })
                 .await;
-            match read {
-                Ok(Some(Ok(read))) => {
+            match answer {
+                Ok(Some(Ok(answer))) => {
                     self.routing.served.fetch_add(1, Ordering::Relaxed);
-                    return Some(read);
+                    return Some(answer);
                 }
                 Ok(None) => {
                     self.routing.lagging.fetch_add(1, Ordering::Relaxed);
@@ -273,9 +272,7 @@ impl ReadIndex {
 
 /// The primary's position; `None` when it cannot prove anything: the server is in recovery
 /// (the primary's URL leads to a standby), or commits are acknowledged before they are flushed.
-async fn primary_position(
-    client: &mut deadpool_postgres::Client,
-) -> Result<Option<Position>, StoreError> {
+async fn primary_position(client: &mut Client) -> Result<Option<Position>, StoreError> {
     let statement = client
         .prepare_cached(sql::PRIMARY_POSITION)
         .await

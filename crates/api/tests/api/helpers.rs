@@ -242,3 +242,24 @@ pub async fn assert_error(response: Response, status: u16, code: &str) -> String
     assert!(!message.is_empty());
     message
 }
+
+/// A temporary directory for an SQLite database, removed when dropped.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("secrets-keys-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        Self(dir)
+    }
+
+    pub fn url(&self) -> String {
+        format!("sqlite://{}", self.0.join("secrets.db").display())
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        drop(std::fs::remove_dir_all(&self.0));
+    }
+}

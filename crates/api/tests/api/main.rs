@@ -7,6 +7,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod conditional;
 mod devmode;
 mod errors;
 mod helpers;
