@@ -87,6 +87,25 @@ async fn read_until_a_standby_serves(
     }
 }
 
+/// Pauses the standby's replay, and waits until it has.
+async fn pause_replay(standby: &tokio_postgres::Client) {
+    standby
+        .batch_execute("SELECT pg_wal_replay_pause()")
+        .await
+        .expect("pause replay");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while standby
+        .query_one("SELECT pg_get_wal_replay_pause_state()", &[])
+        .await
+        .expect("pause state")
+        .get::<_, String>(0)
+        != "paused"
+    {
+        assert!(Instant::now() < deadline, "replay did not pause");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standby_serves_the_hot_read_only_when_it_has_caught_up_with_the_primary() {
     let pair = Replication::start();
@@ -118,21 +137,7 @@ async fn a_standby_serves_the_hot_read_only_when_it_has_caught_up_with_the_prima
 
     // The standby stops replaying: what the primary does next, it does not see.
     let standby = connect(&pair.standby_url("postgres")).await;
-    standby
-        .batch_execute("SELECT pg_wal_replay_pause()")
-        .await
-        .expect("pause replay");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while standby
-        .query_one("SELECT pg_get_wal_replay_pause_state()", &[])
-        .await
-        .expect("pause state")
-        .get::<_, String>(0)
-        != "paused"
-    {
-        assert!(Instant::now() < deadline, "replay did not pause");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    pause_replay(&standby).await;
     let written = store
         .upsert_secret(kept.id, &secret("two"), 10, &Guard::default())
         .await
