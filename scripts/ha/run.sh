@@ -28,6 +28,7 @@ install_missing() {
   /usr/bin/python3 -c 'import etcd' 2>/dev/null || missing+=(python3-etcd)
   command -v etcd >/dev/null || missing+=(etcd-server)
   [[ -x "$PG_BIN/postgres" ]] || missing+=(postgresql-15)
+  command -v curl >/dev/null || missing+=(curl)
   ((${#missing[@]} == 0)) && return
   if [[ "$(id -u)" != "0" ]]; then
     die "missing ${missing[*]}: install them (apt-get install ${missing[*]}), or run this as root"
