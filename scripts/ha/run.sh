@@ -14,6 +14,9 @@
 #
 # It installs Patroni and etcd with apt-get when they are missing (Debian bookworm: Patroni
 # 3.0.2, etcd 3.4.23). The machine's own PostgreSQL (5432) is never touched.
+#
+# On failure the last lines of every node's and etcd's log are printed; HA_KEEP_DIR=1 keeps the
+# whole directory for a look afterwards (the processes are stopped all the same).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -138,7 +141,7 @@ teardown() {
   local status=$?
   set +e
   if [[ -n "${HA_DIR:-}" && -d "$HA_DIR" ]]; then
-    if ((status != 0)) && [[ -z "${HA_KEEP_LOGS:-}" ]]; then
+    if ((status != 0)); then
       for log in "$HA_DIR"/*/patroni.log "$HA_DIR"/etcd.log; do
         [[ -f "$log" ]] || continue
         echo "---- last lines of $log" >&2
