@@ -19,7 +19,11 @@
 //!    failover may hold a higher position with other contents), and then the hot read runs as
 //!    its own statement, with a snapshot taken after the check: it sees everything replayed by
 //!    then, so every acknowledged write.
-//! 3. A standby that has not caught up, or cannot be reached, leaves the read to the primary.
+//! 3. A standby that has not caught up, or cannot be reached, leaves the read to the next
+//!    standby, and then to the primary.
+//!
+//! The reads that go this way are the hot path's (`PostgresStore::hot_read` in `port`): the
+//! whole namespace, and the revision check of a conditional read.
 //!
 //! Step 1 costs the primary a query, but not one per read: readers share it. A reader joins the
 //! next position query that has not been sent yet; only one is on the wire at a time, and the
