@@ -20,5 +20,7 @@ mod outage;
 mod proxy;
 #[path = "faults/replicas.rs"]
 mod replicas;
+#[path = "faults/rolling.rs"]
+mod rolling;
 #[path = "faults/support.rs"]
 mod support;
