@@ -20,6 +20,12 @@
 //! TCP keepalive notices (hours, by default), every write to that namespace times out on it,
 //! and each leaves one more session waiting behind it until the server runs out of connections.
 //!
+//! # Connecting
+//! `connect` is where connections are set up: the URL read (libpq's TLS settings translated
+//! for the driver, see `tls`), and each pooled connection opened and driven on the runtime the
+//! store was built on, which outlives the HTTP workers (why that matters is in `connect`'s
+//! doc). Failures are said in words (`error`): which database, role, host, handshake or grant.
+//!
 //! # Migrations
 //! `migrations/postgres/*.sql` are embedded at build time (`crate::migrations` holds the list
 //! and what a run does) and applied by [`PostgresStore::migrate`].
@@ -27,28 +33,33 @@
 //! # Files
 //! - this file: [`PostgresStore`], its lifecycle (build, migrate, pool status, close) and `run`,
 //!   which bounds every operation as described above;
+//! - `connect`: the connection URL read, and how each connection is opened and driven; `tls`:
+//!   `sslmode` and the certificates, as a rustls configuration;
 //! - `port`: the domain's [`SecretStore`] port, and how its writes serialise (`# Concurrency`);
 //! - `sql`: every statement, with why it is written the way it is; `rows`: rows as the port's
 //!   types;
 //! - `error`: how a driver error becomes a [`StoreError`] (unique violation, unreachable
-//!   database, anything else).
+//!   database, anything else), with its cause in words.
 //!
 //! [`SecretStore`]: secrets_domain::ports::SecretStore
 
+mod connect;
 mod error;
 mod port;
 mod rows;
 mod sql;
+pub mod tls;
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Client, Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use secrets_domain::ports::StoreError;
 use tokio::time::{Instant, timeout_at};
-use tokio_postgres::NoTls;
 
-use self::error::{db, internal, pool_error};
+use self::connect::{ConnectionSettings, Target};
+use self::error::{Cause, db_at, pool_error, timed_out};
 use crate::migrations;
 use crate::store::{MigrationReport, PoolStatus, Store, StoreOptions};
 
@@ -56,6 +67,8 @@ use crate::store::{MigrationReport, PoolStatus, Store, StoreOptions};
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: Pool,
+    /// Where it connects, for messages (no password).
+    target: Arc<Target>,
     timeout: Duration,
     /// `timeout` as a PostgreSQL interval setting (`"5000ms"`), for `sql::BOUND_TRANSACTION`.
     server_timeout: String,
@@ -66,6 +79,7 @@ pub struct PostgresStore {
 impl fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PostgresStore")
+            .field("target", &self.target.to_string())
             .field("timeout", &self.timeout)
             .field("pool", &self.pool_status())
             .finish_non_exhaustive()
@@ -78,24 +92,33 @@ const MIGRATION_LOCK: i64 = 0x0073_6563_7265_7473;
 
 impl PostgresStore {
     /// Builds the pool. It does not connect yet, so the service starts even while the
-    /// database is down; connections are opened on first use.
+    /// database is down; connections are opened on first use, on the runtime this is called
+    /// on (see `connect`): the caller's main runtime, not an HTTP worker's.
     ///
     /// # Errors
-    /// [`StoreError::Internal`] when `url` is not a valid PostgreSQL connection string.
+    /// [`StoreError::Internal`] when `url` is not a valid PostgreSQL connection string, its TLS
+    /// settings cannot work or name files that cannot be read, or there is no Tokio runtime.
     pub fn new(url: &str, options: StoreOptions) -> Result<Self, StoreError> {
-        let mut config: tokio_postgres::Config = url.parse().map_err(internal)?;
+        let ConnectionSettings {
+            mut config,
+            tls,
+            target,
+        } = ConnectionSettings::parse(url)?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(options.timeout);
         }
         if config.get_application_name().is_none() {
             config.application_name("secrets-service");
         }
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| Cause::internal("the PostgreSQL store needs a Tokio runtime"))?;
+        let connector = ConnectionSettings::connector(&tls, runtime)?;
         // `Fast` recycling only checks that the connection is not closed: a test query on every
         // checkout would add a round trip to the hot read. A connection that broke unnoticed
         // fails one operation with `Unavailable` and is then dropped as closed.
-        let manager = Manager::from_config(
+        let manager = Manager::from_connect(
             config,
-            NoTls,
+            connector,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -107,12 +130,20 @@ impl PostgresStore {
             .create_timeout(Some(options.timeout))
             .recycle_timeout(Some(options.timeout))
             .build()
-            .map_err(internal)?;
+            .map_err(|e| Cause::internal(e.to_string()))?;
         Ok(Self {
             pool,
+            target: Arc::new(target),
             timeout: options.timeout,
             server_timeout: format!("{}ms", options.timeout.as_millis().max(1)),
         })
+    }
+
+    /// Why the connection to the database could be read or changed in transit, when it could
+    /// (a host not on this machine, reached without `sslmode=verify-full`).
+    #[must_use]
+    pub fn insecure_transport(&self) -> Option<String> {
+        self.target.insecure_transport()
     }
 
     /// Applies the embedded migrations that the database has not recorded yet, in one
@@ -124,7 +155,13 @@ impl PostgresStore {
     /// timeout: a migration on a large table, or waiting for another process's migration, may
     /// rightly take longer.
     pub async fn migrate(&self) -> Result<MigrationReport, StoreError> {
-        let mut client = self.pool.get().await.map_err(pool_error)?;
+        let mut client = match self.pool.get().await {
+            Ok(client) => client,
+            Err(error) => return Err(pool_error(error, &self.target, self.timeout).await),
+        };
+        // The errors of a migration name the role and database: a missing grant is the usual
+        // one, and its message holds the GRANT that fixes it.
+        let db = |error: tokio_postgres::Error| db_at(&error, &self.target);
         let tx = client.transaction().await.map_err(db)?;
         tx.execute(sql::LOCK_MIGRATIONS, &[&MIGRATION_LOCK])
             .await
@@ -166,18 +203,21 @@ impl PostgresStore {
         let deadline = Instant::now() + self.timeout;
         // The pool's own timeouts bound this already; the deadline makes the whole operation,
         // not each of its steps, what the timeout bounds.
-        let mut client = timeout_at(deadline, self.pool.get())
-            .await
-            .map_err(|elapsed| StoreError::Unavailable(Box::new(elapsed)))?
-            .map_err(pool_error)?;
+        let mut client = match timeout_at(deadline, self.pool.get()).await {
+            Ok(Ok(client)) => client,
+            Ok(Err(error)) => return Err(pool_error(error, &self.target, self.timeout).await),
+            Err(_elapsed) => {
+                return Err(Cause::unavailable(timed_out(&self.target, self.timeout)));
+            }
+        };
         match timeout_at(deadline, op(&mut client)).await {
             Ok(result) => result,
-            Err(elapsed) => {
+            Err(_elapsed) => {
                 // The operation was abandoned half-way: the connection may still have a
                 // statement in flight or an open transaction, or its peer may be gone. Taking
                 // it out of the pool and dropping it closes it; the server then rolls back.
                 drop(Object::take(client));
-                Err(StoreError::Unavailable(Box::new(elapsed)))
+                Err(Cause::unavailable(timed_out(&self.target, self.timeout)))
             }
         }
     }
@@ -200,6 +240,10 @@ impl Store for PostgresStore {
 
     fn pool_status(&self) -> PoolStatus {
         PostgresStore::pool_status(self)
+    }
+
+    fn insecure_transport(&self) -> Option<String> {
+        PostgresStore::insecure_transport(self)
     }
 
     fn close(&self) {
