@@ -332,17 +332,17 @@ mod tests {
     #[test]
     fn the_target_names_every_host_and_never_the_password() {
         let settings = ConnectionSettings::parse(
-            "postgres://secrets:hunter2@db1,db2:6000/secrets?sslmode=require",
+            "postgres://secrets:hunter2@db1:6000,db2:6001/secrets?sslmode=require",
         )
         .expect("parses");
         let target = &settings.target;
-        assert_eq!(target.to_string(), "db1:6000, db2:6000");
+        assert_eq!(target.to_string(), "db1:6000, db2:6001");
         assert_eq!(target.role(), "secrets");
         assert_eq!(target.database.as_deref(), Some("secrets"));
         let warning = target
             .insecure_transport()
             .expect("remote and not verify-full");
-        assert!(warning.contains("db1:6000, db2:6000"), "{warning}");
+        assert!(warning.contains("db1:6000, db2:6001"), "{warning}");
         assert!(warning.contains("sslmode=require"), "{warning}");
         assert!(!format!("{warning}{target:?}").contains("hunter2"));
     }
