@@ -16,7 +16,8 @@
 //!   `pool.rs` the read connections; `writer.rs` the one writer and its group commit;
 //!   `connection.rs` per-connection settings and the database file; `port.rs`, `sql.rs`,
 //!   `rows.rs` and `error.rs` as for PostgreSQL.
-//! - `testing` (feature `testing`): throwaway PostgreSQL databases for tests.
+//! - `testing` (feature `testing`): throwaway PostgreSQL databases and servers, and
+//!   certificates made at test time, for tests.
 //!
 //! Tests: `tests/conformance.rs` (with `tests/conformance/`) holds the storage contract's suite,
 //! run on the in-memory store, SQLite and PostgreSQL; `tests/sqlite.rs` and `tests/postgres.rs`
