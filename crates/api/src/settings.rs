@@ -223,7 +223,7 @@ impl Settings {
         Ok(settings)
     }
 
-    /// Fails fast, naming the setting, on values that would only fail later.
+    /// Fails fast on values that would only fail later, naming every such setting at once.
     pub fn validate(&self) -> Result<(), SettingsError> {
         let checks = [
             (
@@ -243,9 +243,15 @@ impl Settings {
                 "limits.max_secrets_per_namespace must be at least 1",
             ),
         ];
-        match checks.into_iter().find(|(failed, _)| *failed) {
-            Some((_, message)) => Err(SettingsError::Invalid(message.into())),
-            None => Ok(()),
+        let failed: Vec<&str> = checks
+            .into_iter()
+            .filter(|(failed, _)| *failed)
+            .map(|(_, message)| message)
+            .collect();
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(SettingsError::Invalid(failed.join("; ")))
         }
     }
 
@@ -399,6 +405,21 @@ mod tests {
             let error = Settings::load(None, &env(&[(variable, value)])).expect_err(variable);
             assert!(error.to_string().contains(named), "{variable}: {error}");
         }
+    }
+
+    #[test]
+    fn every_invalid_setting_is_named_at_once() {
+        let error = Settings::load(
+            None,
+            &env(&[
+                ("SECRETS__STORAGE__TIMEOUT_MS", "0"),
+                ("SECRETS__LIMITS__MAX_BODY_BYTES", "0"),
+            ]),
+        )
+        .expect_err("two invalid settings");
+        let message = error.to_string();
+        assert!(message.contains("storage.timeout_ms"), "{message}");
+        assert!(message.contains("limits.max_body_bytes"), "{message}");
     }
 
     #[test]

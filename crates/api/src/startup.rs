@@ -23,7 +23,7 @@ use crate::body::BodyLimits;
 use crate::handlers::AppState;
 use crate::keys::{self, ResolvedKeys, dev::DevKeysError};
 use crate::metrics::Metrics;
-use crate::settings::{KeyMaterial, Settings};
+use crate::settings::{KeyMaterial, Mode, Settings};
 
 /// The use cases as the service runs them: the chosen store, ring envelope encryption and the
 /// OS randomness source.
@@ -32,11 +32,12 @@ pub type Service<S> = SecretsService<S, RingEnvelope, OsRandom>;
 /// Why the service did not start. Every message names what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
-    /// A required setting is missing.
+    /// Required settings are missing: all of them, named at once.
     #[error(
-        "{0} is not set; it is required in production mode and with any store but the embedded one (set it, or its _FILE form)"
+        "{} not set; required in production mode and with any store but the embedded one (set each, or its _FILE form)",
+        missing_list(.0)
     )]
-    Missing(&'static str),
+    Missing(Vec<&'static str>),
     /// A KEK does not parse.
     #[error("{variable}: {source}")]
     InvalidKek {
@@ -48,12 +49,14 @@ pub enum StartupError {
     /// Development keys.
     #[error(transparent)]
     DevKeys(#[from] DevKeysError),
-    /// The store could not be opened or migrated.
-    #[error("the store: {0}")]
-    Store(#[source] StoreError),
-    /// The KEKs do not fit the store.
-    #[error(transparent)]
-    Keys(#[from] KeyCheckError),
+    /// The store could not be opened or migrated. The message is the whole chain: the store's
+    /// cause in words (which database, role, host, handshake or grant).
+    #[error("{}", crate::error::chain(.0))]
+    Store(StoreError),
+    /// The KEKs do not fit the store, or the store could not be read to tell (then with the
+    /// store's cause).
+    #[error("{}", crate::error::chain(.0))]
+    Keys(KeyCheckError),
     /// The metrics could not be registered (a bug: two metrics share a name).
     #[error("metrics: {0}")]
     Metrics(#[source] prometheus::Error),
@@ -67,14 +70,36 @@ pub enum StartupError {
     },
 }
 
-/// Opens the store at `location` with the configured pool.
+impl From<KeyCheckError> for StartupError {
+    fn from(error: KeyCheckError) -> Self {
+        Self::Keys(error)
+    }
+}
+
+/// `A is`, `A and B are`: the missing settings in a sentence.
+fn missing_list(missing: &[&'static str]) -> String {
+    match missing {
+        [one] => format!("{one} is"),
+        [init @ .., last] => format!("{} and {last} are", init.join(", ")),
+        [] => "a required setting is".to_owned(),
+    }
+}
+
+/// Opens the store at `location` with the configured pool. In production mode, a connection
+/// to the database that could be read or changed in transit is logged as a warning.
 pub async fn open<S: Store>(
     location: &S::Location,
     settings: &Settings,
 ) -> Result<S, StartupError> {
-    S::open(location, settings.storage.options())
+    let store = S::open(location, settings.storage.options())
         .await
-        .map_err(StartupError::Store)
+        .map_err(StartupError::Store)?;
+    if settings.mode == Mode::Production
+        && let Some(warning) = store.insecure_transport()
+    {
+        tracing::warn!("{warning}");
+    }
+    Ok(store)
 }
 
 /// The use cases over `store` with `keys`, once the keys have checked out against the store:
@@ -116,7 +141,7 @@ impl Application {
         settings: Settings,
         keys: KeyMaterial,
     ) -> Result<Self, StartupError> {
-        let keys = keys::resolve(&settings, keys)?;
+        let keys = keys::resolve(&settings, keys, keys::Purpose::Serving)?;
         let tokens = Data::new(ServiceTokens::new(&keys.tokens));
         let store: S = open(location, &settings).await?;
         if settings.storage.migrate_on_start {

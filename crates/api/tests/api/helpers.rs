@@ -239,3 +239,12 @@ pub async fn assert_error(response: Response, status: u16, code: &str) -> String
     assert!(!message.is_empty());
     message
 }
+
+/// The real `secrets-service` binary with an empty environment but `PATH`.
+pub fn binary() -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_secrets-service"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    command
+}

@@ -5,6 +5,7 @@
 // satisfy a line count would hide the story.
 #![allow(clippy::too_many_lines)]
 
+mod commands;
 #[path = "../common/mod.rs"]
 mod common;
 mod devmode;
