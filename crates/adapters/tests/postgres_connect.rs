@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use secrets_adapters::postgres::PostgresStore;
 use secrets_adapters::testing::{TestCa, TestDatabase, ThrowawayCluster};
-use secrets_adapters::{Store as _, StoreOptions};
+use secrets_adapters::StoreOptions;
 use secrets_domain::ports::{SecretStore, StoreError};
 
 const PASSWORD: &str = "hunter2";

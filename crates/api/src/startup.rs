@@ -24,6 +24,7 @@ use crate::handlers::AppState;
 use crate::keys::{self, ResolvedKeys, dev::DevKeysError};
 use crate::metrics::Metrics;
 use crate::settings::{KeyMaterial, Mode, Settings};
+use crate::shutdown::Reloader;
 
 /// The use cases as the service runs them: the chosen store, ring envelope encryption and the
 /// OS randomness source.
@@ -60,6 +61,9 @@ pub enum StartupError {
     /// The metrics could not be registered (a bug: two metrics share a name).
     #[error("metrics: {0}")]
     Metrics(#[source] prometheus::Error),
+    /// The listener's TLS files cannot be used.
+    #[error("TLS on the listener: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     /// The listener could not be bound.
     #[error("cannot listen on {address}: {source}")]
     Bind {
@@ -118,6 +122,8 @@ pub async fn checked_service<S: Store>(
 pub struct Application {
     port: u16,
     server: Server,
+    /// Reloads the listener's certificate on SIGHUP; `None` for plain HTTP.
+    reloader: Option<Reloader>,
     close_store: Box<dyn FnOnce() + Send>,
 }
 
@@ -182,11 +188,23 @@ impl Application {
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);
         }
-        let server = server.listen(listener).map_err(bind_error)?.run();
-        tracing::info!(port, "listening");
+        let (server, certificates) = match settings.server.tls() {
+            Some(tls) => {
+                let (config, certificates) = crate::tls::server_config(&tls)?;
+                let server = server
+                    .listen_rustls_0_23(listener, config)
+                    .map_err(bind_error)?;
+                (server, Some(certificates))
+            }
+            None => (server.listen(listener).map_err(bind_error)?, None),
+        };
+        let server = server.run();
+        let reloader = certificates.map(Reloader::new);
+        tracing::info!(port, tls = reloader.is_some(), "listening");
         Ok(Self {
             port,
             server,
+            reloader,
             close_store: Box::new(move || closing.close()),
         })
     }
@@ -205,7 +223,7 @@ impl Application {
 
     /// Serves until SIGTERM or SIGINT (or the handle's `stop`), then stops accepting
     /// connections, lets the requests in flight finish within `server.shutdown_timeout_secs`,
-    /// and closes the store.
+    /// and closes the store. With TLS on the listener, SIGHUP reloads its certificate.
     ///
     /// # Errors
     /// An I/O error of the server while serving.
@@ -217,8 +235,12 @@ impl Application {
                 handle.stop(true).await;
             }
         });
+        let reloads = self.reloader.map(|reloader| tokio::spawn(reloader.run()));
         let served = self.server.await;
         signals.abort();
+        if let Some(reloads) = reloads {
+            reloads.abort();
+        }
         (self.close_store)();
         served
     }

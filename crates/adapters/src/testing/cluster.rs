@@ -16,6 +16,7 @@
 //! The roles are the tests' to create. `initdb` refuses to run as root; as root, the server
 //! runs as the `postgres` user.
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex, Weak};
@@ -114,12 +115,13 @@ impl ThrowawayCluster {
             for file in [&cert, &key, &ca] {
                 self.give_to_server(file);
             }
-            conf.push_str(&format!(
+            let _ = write!(
+                conf,
                 "ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\nssl_ca_file = '{}'\n",
                 cert.display(),
                 key.display(),
                 ca.display()
-            ));
+            );
         } else {
             conf.push_str("ssl = off\n");
         }

@@ -16,3 +16,4 @@ mod lifecycle;
 mod operability;
 mod security;
 mod slow_bodies;
+mod tls;

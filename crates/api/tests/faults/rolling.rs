@@ -78,20 +78,7 @@ async fn sigterm_with_writes_in_flight_on_two_workers_answers_every_accepted_wri
     let key = body["accessKey"].as_str().expect("accessKey").to_owned();
     let path = format!("/namespaces/{key}");
 
-    // Fill the pool with connections worker A opened.
-    let lock = Lock::take(db.url()).await;
-    let writes = on_a.into_iter().enumerate().map(|(i, connection)| {
-        let path = path.clone();
-        tokio::spawn(async move { connection.write(&path, &format!("A{i}")).await })
-    });
-    let writes: Vec<_> = writes.collect();
-    wait_until_waiting(&observer, &db, POOL_SIZE).await;
-    lock.release().await;
-    for answer in join_all(writes).await {
-        let (status, body, connection) = answer.expect("writer task");
-        assert_eq!(status, 201, "a write through worker A: {body}");
-        drop(connection); // Worker A is left with no connection at all.
-    }
+    fill_the_pool_through(on_a, &path, &db, &observer).await;
 
     // Writes through worker B, on the connections A opened, all waiting inside the service.
     let lock = Lock::take(db.url()).await;
@@ -160,6 +147,33 @@ async fn sigterm_with_writes_in_flight_on_two_workers_answers_every_accepted_wri
     );
 }
 
+/// Writes through worker A's connections, as many as the pool has connections, all waiting on
+/// the lock at once: the pool fills with connections worker A opened. Then A's HTTP
+/// connections are closed, so that A is idle.
+async fn fill_the_pool_through(
+    on_a: Vec<Http>,
+    path: &str,
+    db: &TestDatabase,
+    observer: &tokio_postgres::Client,
+) {
+    let lock = Lock::take(db.url()).await;
+    let writes: Vec<_> = on_a
+        .into_iter()
+        .enumerate()
+        .map(|(i, connection)| {
+            let path = path.to_owned();
+            tokio::spawn(async move { connection.write(&path, &format!("A{i}")).await })
+        })
+        .collect();
+    wait_until_waiting(observer, db, POOL_SIZE).await;
+    lock.release().await;
+    for answer in join_all(writes).await {
+        let (status, body, connection) = answer.expect("writer task");
+        assert_eq!(status, 201, "a write through worker A: {body}");
+        drop(connection);
+    }
+}
+
 /// Every namespace row locked in an open transaction of the test's own.
 struct Lock(tokio_postgres::Client);
 
@@ -189,7 +203,7 @@ async fn wait_until_waiting(observer: &tokio_postgres::Client, db: &TestDatabase
          WHERE datname = '{}' AND wait_event_type = 'Lock'",
         db.name()
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_mins(1);
     loop {
         let waiting = count(observer, &query).await;
         if waiting == on_lock as i64 {
