@@ -9,9 +9,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use secrets_adapters::StoreOptions;
 use secrets_adapters::postgres::PostgresStore;
 use secrets_adapters::testing::{TestCa, TestDatabase, ThrowawayCluster};
-use secrets_adapters::StoreOptions;
 use secrets_domain::ports::{SecretStore, StoreError};
 
 const PASSWORD: &str = "hunter2";
