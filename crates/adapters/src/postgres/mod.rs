@@ -75,11 +75,10 @@ pub struct PostgresStore {
 }
 
 // The pool's configuration holds the connection URL's password, so `Debug` shows only what is
-// safe to log.
+// safe to log (not even the host: error messages name it where it helps).
 impl fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PostgresStore")
-            .field("target", &self.target.to_string())
             .field("timeout", &self.timeout)
             .field("pool", &self.pool_status())
             .finish_non_exhaustive()

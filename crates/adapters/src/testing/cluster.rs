@@ -202,20 +202,25 @@ impl ThrowawayCluster {
         }
     }
 
-    fn run(&self, tool: &str, args: &[&str]) {
+    /// `tool` as the server's user.
+    fn command(&self, tool: &str) -> Command {
         let program = pg_binary(tool);
-        let mut command = match &self.run_as {
+        match &self.run_as {
             Some(user) => {
                 let mut command = Command::new("runuser");
                 command.args(["-u", user, "--"]).arg(&program);
                 command
             }
             None => Command::new(&program),
-        };
+        }
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) {
+        let mut command = self.command(tool);
         let output = command
             .args(args)
             .output()
-            .unwrap_or_else(|e| panic!("{}: {e}", program.display()));
+            .unwrap_or_else(|e| panic!("{tool}: {e}"));
         assert!(
             output.status.success(),
             "{tool} failed: {}{}",
@@ -228,15 +233,7 @@ impl ThrowawayCluster {
 impl Drop for ThrowawayCluster {
     fn drop(&mut self) {
         let data = self.data();
-        let program = pg_binary("pg_ctl");
-        let mut command = match &self.run_as {
-            Some(user) => {
-                let mut command = Command::new("runuser");
-                command.args(["-u", user, "--"]).arg(&program);
-                command
-            }
-            None => Command::new(&program),
-        };
+        let mut command = self.command("pg_ctl");
         drop(
             command
                 .args(["-D", path_str(&data), "-m", "immediate", "stop"])

@@ -176,3 +176,76 @@ fn production_mode_warns_when_a_remote_database_is_not_verify_full() {
     );
     assert!(!printed(&output).contains("set sslmode=verify-full"));
 }
+
+/// The calls and statuses of the README's Try-it transcript: `("POST /namespaces", "201")`.
+fn transcript_calls(text: &str) -> Vec<(String, String)> {
+    let lines: Vec<&str> = text.lines().collect();
+    lines
+        .windows(2)
+        .filter_map(|pair| {
+            let status = pair[1].strip_prefix("  -> ")?;
+            let status = status.split(' ').next()?.to_owned();
+            Some((pair[0].to_owned(), status))
+        })
+        .collect()
+}
+
+#[test]
+fn try_it_makes_the_calls_the_readme_shows_and_stops_at_a_wrong_token() {
+    let dir = std::env::temp_dir().join(format!("secrets-try-it-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let service = crate::common::ServiceProcess::start(
+        &["serve"],
+        &[
+            (
+                "DATABASE_URL",
+                format!("sqlite://{}", dir.join("secrets.db").display()),
+            ),
+            ("KEY_ENCRYPTION_KEY", TEST_KEK.to_owned()),
+            ("SERVICE_AUTH_TOKENS", TOKEN.to_owned()),
+            ("SECRETS__SERVER__BIND", "127.0.0.1:0".to_owned()),
+        ],
+    );
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let try_it = |token: &str| {
+        std::process::Command::new(root.join("scripts/try-it.sh"))
+            .args([token, &service.url("")])
+            .output()
+            .expect("run scripts/try-it.sh (it needs bash and curl)")
+    };
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README");
+    let shown = &readme[readme
+        .find("```text\nPOST /namespaces")
+        .expect("the transcript")..];
+    let shown = &shown[..shown[3..].find("```").expect("its end") + 3];
+
+    let output = try_it(TOKEN);
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{printed}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        transcript_calls(&printed),
+        transcript_calls(shown),
+        "{printed}"
+    );
+    assert_eq!(transcript_calls(shown).len(), 9);
+
+    let output = try_it("not-the-token");
+    std::fs::remove_dir_all(&dir).expect("clean up");
+    assert!(!output.status.success(), "a wrong token stops the script");
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        transcript_calls(&printed),
+        [("POST /namespaces".to_owned(), "401".to_owned())],
+        "only the first call, answered 401: {printed}"
+    );
+    assert!(printed.contains("\"code\":\"unauthorized\""), "{printed}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("stopped: POST /namespaces was answered 401"),
+        "{stderr}"
+    );
+}

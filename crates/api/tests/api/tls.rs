@@ -125,32 +125,14 @@ impl Connection {
     async fn get(&mut self, path: &str) -> std::io::Result<u16> {
         let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n");
         self.0.write_all(request.as_bytes()).await?;
-        let mut buffer = Vec::new();
-        let mut chunk = [0u8; 4096];
-        loop {
-            if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&buffer[..end]).to_ascii_lowercase();
-                let length: usize = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .and_then(|v| v.trim().parse().ok())
-                    .unwrap_or(0);
-                if buffer.len() >= end + 4 + length {
-                    return Ok(head
-                        .split(' ')
-                        .nth(1)
-                        .and_then(|s| s.parse().ok())
-                        .unwrap_or(0));
-                }
-            }
-            let read = tokio::time::timeout(Duration::from_secs(20), self.0.read(&mut chunk))
-                .await
-                .map_err(|_| std::io::Error::other("no answer within 20 s"))??;
-            if read == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-            buffer.extend_from_slice(&chunk[..read]);
-        }
+        tokio::time::timeout(
+            Duration::from_secs(20),
+            crate::common::read_http_response(&mut self.0),
+        )
+        .await
+        .map_err(|_| std::io::Error::other("no answer within 20 s"))?
+        .map(|answer| answer.status)
+        .ok_or_else(|| std::io::ErrorKind::UnexpectedEof.into())
     }
 }
 

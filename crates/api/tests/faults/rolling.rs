@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::join_all;
 use secrets_adapters::testing::TestDatabase;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 
 use crate::support::{Node, Scratch, TOKEN, count, service_env, sql};
@@ -249,33 +249,12 @@ impl Http {
         if self.0.write_all(request.as_bytes()).await.is_err() {
             return (0, Value::Null);
         }
-        let mut buffer = Vec::new();
-        let mut chunk = [0u8; 4096];
-        loop {
-            if let Some(head_end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&buffer[..head_end]).into_owned();
-                let length = head
-                    .lines()
-                    .find_map(|l| {
-                        l.to_ascii_lowercase()
-                            .strip_prefix("content-length:")
-                            .and_then(|v| v.trim().parse::<usize>().ok())
-                    })
-                    .unwrap_or(0);
-                if buffer.len() >= head_end + 4 + length {
-                    let status = head
-                        .split(' ')
-                        .nth(1)
-                        .and_then(|s| s.parse().ok())
-                        .unwrap_or(0);
-                    let body = &buffer[head_end + 4..head_end + 4 + length];
-                    return (status, serde_json::from_slice(body).unwrap_or(Value::Null));
-                }
-            }
-            match self.0.read(&mut chunk).await {
-                Ok(0) | Err(_) => return (0, Value::Null),
-                Ok(read) => buffer.extend_from_slice(&chunk[..read]),
-            }
+        match crate::common::read_http_response(&mut self.0).await {
+            Some(answer) => (
+                answer.status,
+                serde_json::from_slice(&answer.body).unwrap_or(Value::Null),
+            ),
+            None => (0, Value::Null),
         }
     }
 }
