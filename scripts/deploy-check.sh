@@ -61,8 +61,11 @@ if [[ "${1:-}" != "--inside" ]]; then
   issue client "main-server" "" clientAuth
   cp ca.crt db-ca.crt; cp ca.crt clients-ca.crt; cp ca.crt service-ca.crt
   echo "deploy-check: certificates made; entering a throwaway copy of this machine" >&2
-  exec unshare --mount --net --pid --fork --propagation private \
-    env INITDB="$INITDB" PG_CTL="$PG_CTL" WORK="$WORK" "$0" --inside
+  # Not exec: the trap above removes the work directory once the namespaces are gone.
+  status=0
+  unshare --mount --net --pid --fork --propagation private \
+    env INITDB="$INITDB" PG_CTL="$PG_CTL" WORK="$WORK" "$REPO/scripts/deploy-check.sh" --inside || status=$?
+  exit "$status"
 fi
 
 # ---- Inside the namespaces --------------------------------------------------------------------

@@ -3,8 +3,8 @@
 //! and this module wires it to the ring envelope and the OS randomness source ([`Service`]).
 //!
 //! [`Application::build`] does everything that can fail before serving, in order: resolve the
-//! keys (or generate development ones), open the store, apply migrations, check the configured
-//! KEKs against the store, bind the listener. Only then does the server run, so a service with
+//! keys (or generate development ones), read the listener's TLS files, open the store, apply
+//! migrations, check the configured KEKs against the store, bind the listener. Only then does the server run, so a service with
 //! a wrong key never answers a request.
 
 use std::net::TcpListener;
@@ -148,6 +148,13 @@ impl Application {
         keys: KeyMaterial,
     ) -> Result<Self, StartupError> {
         let keys = keys::resolve(&settings, keys, keys::Purpose::Serving)?;
+        // Read before the store is touched: a TLS file that cannot be used stops start-up
+        // before anything is migrated.
+        let tls = settings
+            .server
+            .tls()
+            .map(|tls| crate::tls::server_config(&tls))
+            .transpose()?;
         let tokens = Data::new(ServiceTokens::new(&keys.tokens));
         let store: S = open(location, &settings).await?;
         if settings.storage.migrate_on_start {
@@ -188,9 +195,8 @@ impl Application {
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);
         }
-        let (server, certificates) = match settings.server.tls() {
-            Some(tls) => {
-                let (config, certificates) = crate::tls::server_config(&tls)?;
+        let (server, certificates) = match tls {
+            Some((config, certificates)) => {
                 let server = server
                     .listen_rustls_0_23(listener, config)
                     .map_err(bind_error)?;

@@ -269,12 +269,13 @@ impl Connect for Connector {
     ) -> BoxFuture<'_, Result<(Client, JoinHandle<()>), tokio_postgres::Error>> {
         let config = config.clone();
         let tls = self.tls.clone();
-        let opening = self.runtime.spawn(async move {
+        let opening = AbortOnDrop(self.runtime.spawn(async move {
             let (client, connection) = config.connect(tls).await?;
             Ok((client, tokio::spawn(drive(connection))))
-        });
+        }));
         Box::pin(async move {
-            match opening.await {
+            let mut opening = opening;
+            match (&mut opening.0).await {
                 Ok(opened) => opened,
                 Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
                 // The store's runtime is shutting down, so the process is ending; the pool's
@@ -282,6 +283,16 @@ impl Connect for Connector {
                 Err(_) => std::future::pending().await,
             }
         })
+    }
+}
+
+/// A task that is aborted when the caller stops waiting for it: a connection attempt whose
+/// caller gave up (the pool's create timeout) stops instead of connecting for no one.
+struct AbortOnDrop<T>(JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
