@@ -132,9 +132,7 @@ impl ServerSettings {
     pub fn tls(&self) -> Option<ListenerTls> {
         self.tls.validated(&mut Vec::new())
     }
-}
 
-impl ServerSettings {
     /// The bound on receiving a request head, and then a request body.
     #[must_use]
     pub fn body_timeout(&self) -> Duration {

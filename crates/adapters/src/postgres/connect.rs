@@ -78,16 +78,6 @@ impl ConnectionSettings {
             target,
         })
     }
-
-    /// The connector for the pool: TLS as `tls` says, each connection opened and driven on
-    /// `runtime` (see the module's doc).
-    pub fn connector(tls: &TlsSettings, runtime: Handle) -> Result<Connector, StoreError> {
-        let tls = tls.client_config().map_err(Cause::internal)?;
-        Ok(Connector {
-            tls: MakeRustlsConnect::new(tls),
-            runtime,
-        })
-    }
 }
 
 /// The driver's own message for an error, with its cause (its `Display` alone is only the
@@ -260,6 +250,18 @@ impl fmt::Display for Target {
 pub(super) struct Connector {
     tls: MakeRustlsConnect,
     runtime: Handle,
+}
+
+impl Connector {
+    /// The connector for the pool: TLS as `tls` says, each connection opened and driven on
+    /// `runtime` (see the module's doc).
+    pub fn new(tls: &TlsSettings, runtime: Handle) -> Result<Self, StoreError> {
+        let tls = tls.client_config().map_err(Cause::internal)?;
+        Ok(Self {
+            tls: MakeRustlsConnect::new(tls),
+            runtime,
+        })
+    }
 }
 
 impl Connect for Connector {

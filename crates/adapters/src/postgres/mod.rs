@@ -58,7 +58,7 @@ use deadpool_postgres::{Client, Manager, ManagerConfig, Object, Pool, RecyclingM
 use secrets_domain::ports::StoreError;
 use tokio::time::{Instant, timeout_at};
 
-use self::connect::{ConnectionSettings, Target};
+use self::connect::{ConnectionSettings, Connector, Target};
 use self::error::{Cause, db_at, pool_error, timed_out};
 use crate::migrations;
 use crate::store::{MigrationReport, PoolStatus, Store, StoreOptions};
@@ -111,7 +111,7 @@ impl PostgresStore {
         }
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| Cause::internal("the PostgreSQL store needs a Tokio runtime"))?;
-        let connector = ConnectionSettings::connector(&tls, runtime)?;
+        let connector = Connector::new(&tls, runtime)?;
         // `Fast` recycling only checks that the connection is not closed: a test query on every
         // checkout would add a round trip to the hot read. A connection that broke unnoticed
         // fails one operation with `Unavailable` and is then dropped as closed.
