@@ -195,20 +195,19 @@ impl TlsSettings {
         };
         let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
             .with_safe_default_protocol_versions()?;
-        let verifier: Arc<dyn ServerCertVerifier> = match (self.mode, roots) {
-            (SslMode::VerifyFull, Some(roots)) => {
+        let chain = roots
+            .map(|roots| {
                 WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
                     .build()
-                    .map_err(|e| TlsSetupError::Rustls(rustls::Error::General(e.to_string())))?
-            }
-            // libpq: with a CA file, `prefer` and `require` check the CA too.
-            (_, Some(roots)) => Arc::new(IgnoreHostName(
-                WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
-                    .build()
-                    .map_err(|e| TlsSetupError::Rustls(rustls::Error::General(e.to_string())))?,
-            )),
-            (_, None) => Arc::new(Unverified(provider)),
-        };
+                    .map_err(|e| TlsSetupError::Rustls(rustls::Error::General(e.to_string())))
+            })
+            .transpose()?;
+        let verifier = Arc::new(Verifier {
+            chain,
+            // libpq: with a CA file, `prefer` and `require` check the CA too, not the name.
+            check_name: self.mode == SslMode::VerifyFull,
+            provider,
+        });
         let builder = builder
             .dangerous()
             .with_custom_certificate_verifier(verifier);
@@ -271,14 +270,25 @@ fn system_roots() -> Result<RootCertStore, TlsSetupError> {
     Ok(roots)
 }
 
-/// `verify-ca`: the chain must lead to a trusted CA, and the host name is not looked at.
+/// What is checked of the server's certificate (see the module's table).
 ///
-/// webpki checks the chain first and the name only after it, so a `NotValidForName` from it
-/// means the chain was good.
+/// - No CA (`prefer` and `require` without `sslrootcert`): nothing, libpq's behaviour; a
+///   warning at start-up says so for a remote host in production.
+/// - A CA, not the name (`verify-ca`, or a CA file with `prefer` and `require`): the chain
+///   must lead to a CA of `sslrootcert`. webpki checks the chain first and the name only after
+///   it, so a `NotValidForName` from it means the chain was good.
+/// - Both (`verify-full`): webpki's full check.
+///
+/// The handshake's signatures are checked in every case, so the server holds the key of the
+/// certificate it shows.
 #[derive(Debug)]
-struct IgnoreHostName(Arc<WebPkiServerVerifier>);
+struct Verifier {
+    chain: Option<Arc<WebPkiServerVerifier>>,
+    check_name: bool,
+    provider: Arc<CryptoProvider>,
+}
 
-impl ServerCertVerifier for IgnoreHostName {
+impl ServerCertVerifier for Verifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -287,57 +297,15 @@ impl ServerCertVerifier for IgnoreHostName {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-        {
+        let Some(chain) = &self.chain else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
+            )) if !self.check_name => Ok(ServerCertVerified::assertion()),
             other => other,
         }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
-}
-
-/// `prefer` and `require` without a CA file: encrypted, but the certificate is not checked
-/// (libpq's behaviour; a warning at start-up says so for a remote host in production). The
-/// handshake's signatures are still checked, so the server holds the key of the certificate
-/// it shows.
-#[derive(Debug)]
-struct Unverified(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for Unverified {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -350,7 +318,7 @@ impl ServerCertVerifier for Unverified {
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
@@ -364,12 +332,14 @@ impl ServerCertVerifier for Unverified {
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
