@@ -2,7 +2,7 @@
 CARGO ?= cargo
 BIN := secrets-service
 
-.PHONY: run test fmt-check clippy release fmt bench fuzz soak deploy-check help
+.PHONY: run test fmt-check clippy release fmt bench bench-import fuzz soak deploy-check help
 
 ## run: serve on 127.0.0.1:8080 on the embedded store, with generated development keys
 run:
@@ -32,6 +32,12 @@ help:
 ## bench: benchmark this service (PostgreSQL, SQLite) against OpenBao and pgbench (docs/benchmarks.md)
 bench: release
 	bench/run.sh
+
+## bench-import: import-original's speed, release build: generated namespaces into each store, one at a time
+IMPORT_BENCH_NAMESPACES ?= 10000
+bench-import:
+	IMPORT_TEST_NAMESPACES=$(IMPORT_BENCH_NAMESPACES) scripts/with-postgres.sh $(CARGO) test --release --locked \
+	  -p secrets-api --test import_original every_secret -- --nocapture --test-threads=1
 
 ## fuzz: hostile input: the property tests with many cases, then schemathesis against a local service
 PROPTEST_CASES ?= 10000

@@ -16,6 +16,8 @@
 //!   `pool.rs` the read connections; `writer.rs` the one writer and its group commit;
 //!   `connection.rs` per-connection settings and the database file; `port.rs`, `sql.rs`,
 //!   `rows.rs` and `error.rs` as for PostgreSQL.
+//! - [`original`]: reading the service this one replaces, for `import-original`: its database
+//!   in one read-only snapshot, its AES-256-CBC (the `aes` and `cbc` crates), Latin-1 text.
 //! - `testing` (feature `testing`): throwaway PostgreSQL databases and servers, and
 //!   certificates made at test time, for tests.
 //!
@@ -25,6 +27,7 @@
 
 pub mod crypto;
 mod migrations;
+pub mod original;
 pub mod postgres;
 pub mod sqlite;
 pub mod store;

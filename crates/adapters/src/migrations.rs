@@ -26,18 +26,32 @@ pub(crate) struct Migration {
 }
 
 /// PostgreSQL's migrations, in the order they apply.
-pub(crate) const POSTGRES: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("../../../migrations/postgres/0001_init.sql"),
-}];
+pub(crate) const POSTGRES: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../../../migrations/postgres/0001_init.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "original_import",
+        sql: include_str!("../../../migrations/postgres/0003_original_import.sql"),
+    },
+];
 
 /// SQLite's migrations, in the order they apply (mirroring [`POSTGRES`]).
-pub(crate) const SQLITE: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("../../../migrations/sqlite/0001_init.sql"),
-}];
+pub(crate) const SQLITE: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../../../migrations/sqlite/0001_init.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "original_import",
+        sql: include_str!("../../../migrations/sqlite/0003_original_import.sql"),
+    },
+];
 
 /// What a migration run is to do, given what the database has recorded.
 #[derive(Debug)]
@@ -64,6 +78,17 @@ pub(crate) fn plan(migrations: &'static [Migration], recorded: &[i64]) -> Plan {
 }
 
 impl Plan {
+    /// The pending migrations, as a report names them.
+    pub(crate) fn pending(&self) -> Vec<AppliedMigration> {
+        self.pending
+            .iter()
+            .map(|m| AppliedMigration {
+                version: m.version,
+                name: m.name,
+            })
+            .collect()
+    }
+
     /// The report of the run, once its transaction has committed every pending migration; logs
     /// what it applied, and a warning when the database's schema is newer than this binary's.
     pub(crate) fn finish(self) -> MigrationReport {
@@ -82,14 +107,7 @@ impl Plan {
             );
         }
         MigrationReport {
-            applied: self
-                .pending
-                .iter()
-                .map(|m| AppliedMigration {
-                    version: m.version,
-                    name: m.name,
-                })
-                .collect(),
+            applied: self.pending(),
             newer_in_database: self.newer_in_database,
         }
     }

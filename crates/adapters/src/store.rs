@@ -49,7 +49,8 @@ impl PoolStatus {
     }
 }
 
-/// One migration a [`Store::migrate`] run applied.
+/// One migration a [`Store::migrate`] run applied (or, from [`Store::pending_migrations`], one
+/// it would apply).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AppliedMigration {
     /// Its version: the number its file name starts with.
@@ -87,6 +88,12 @@ pub trait Store: SecretStore + Clone {
     /// Applies the backend's embedded migrations that the database has not recorded yet. Safe
     /// when several processes run it at once: each migration is applied exactly once.
     fn migrate(&self) -> impl Future<Output = Result<MigrationReport, StoreError>> + Send;
+
+    /// The embedded migrations the database has not recorded yet (every one, on an empty
+    /// database), without applying any: for commands that must write nothing.
+    fn pending_migrations(
+        &self,
+    ) -> impl Future<Output = Result<Vec<AppliedMigration>, StoreError>> + Send;
 
     /// The connection pool's state now.
     fn pool_status(&self) -> PoolStatus;

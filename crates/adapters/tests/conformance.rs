@@ -22,7 +22,8 @@
 //! Write `pub async fn a_sentence_saying_what_must_hold<S: SecretStore>(store: S)` in
 //! `conformance/checks.rs` and add its name to one of the two lists in `conformance_suite!`:
 //! `sequential` checks run on the default test runtime; `concurrent` ones on four worker threads,
-//! so their tasks really do race.
+//! so their tasks really do race. The checks of the import's port (`ImportStore`), and of the
+//! access kind every lookup matches, are in `conformance/import.rs` and the `import` list.
 //!
 //! Ciphertexts here are arbitrary bytes: a store must neither look into nor care about them.
 
@@ -31,6 +32,8 @@
 mod checks;
 #[path = "conformance/fixtures.rs"]
 mod fixtures;
+#[path = "conformance/import.rs"]
+mod import;
 #[path = "common/sqlite_file.rs"]
 mod sqlite_file;
 
@@ -81,13 +84,22 @@ macro_rules! conformance_suite {
                     concurrent_inserts_never_pass_the_limit,
                     concurrent_patches_never_pass_the_limit,
                     concurrent_creates_of_one_access_hash_create_it_once,
-                    concurrent_key_checks_for_one_key_id_keep_one,
+                    concurrent_key_checks_for_one_key_id_keep_one;
+                import:
+                    an_access_hash_finds_only_a_namespace_of_its_own_kind,
+                    rotating_an_imported_key_gives_the_namespace_a_native_one,
+                    an_import_creates_its_namespace_secrets_and_record_once,
+                    imports_are_listed_by_original_id_range_in_order,
+                    an_update_applies_only_in_the_state_it_was_computed_from,
+                    a_namespace_deleted_here_keeps_its_record_without_it,
+                    removing_an_imported_namespace_is_a_compare_and_swap,
             );
         }
     };
     (@tests $make:block;
         sequential: $($sequential:ident),* $(,)?;
-        concurrent: $($concurrent:ident),* $(,)?
+        concurrent: $($concurrent:ident),* $(,)?;
+        import: $($import:ident),* $(,)?
     ) => {
         $(
             #[tokio::test]
@@ -101,6 +113,13 @@ macro_rules! conformance_suite {
             async fn $concurrent() {
                 let (store, _guard) = $make;
                 crate::checks::$concurrent(store).await;
+            }
+        )*
+        $(
+            #[tokio::test]
+            async fn $import() {
+                let (store, _guard) = $make;
+                crate::import::$import(store).await;
             }
         )*
     };

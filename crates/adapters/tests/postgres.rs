@@ -118,6 +118,15 @@ async fn migrations_apply_once_even_when_replicas_run_them_at_once() {
             PostgresStore::new(database.url(), options(1, Duration::from_secs(10))).expect("pool")
         })
         .collect();
+    // Every embedded migration is pending on a fresh database, and none once it is migrated.
+    let embedded: Vec<i64> = stores[0]
+        .pending_migrations()
+        .await
+        .expect("read what is pending")
+        .iter()
+        .map(|m| m.version)
+        .collect();
+    assert_eq!(embedded.first(), Some(&1));
 
     let results = futures_util::future::join_all(stores.iter().map(PostgresStore::migrate)).await;
     for result in results {
@@ -136,7 +145,14 @@ async fn migrations_apply_once_even_when_replicas_run_them_at_once() {
         .iter()
         .map(|row| row.get(0))
         .collect();
-    assert_eq!(versions, [1]);
+    assert_eq!(versions, embedded, "each applied exactly once");
+    assert!(
+        stores[0]
+            .pending_migrations()
+            .await
+            .expect("read what is pending")
+            .is_empty()
+    );
     stores[0].ping().await.expect("the store works");
 }
 

@@ -106,6 +106,48 @@ pub struct ErrorDetail<'a> {
     pub message: &'a str,
 }
 
+/// An error as the original service's routes answer it: the original's `{"message", "name"}`,
+/// which the platform's client passes through, around this service's own `error` object. `name`
+/// is the code (the original put a JavaScript class name there).
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(
+    as = OriginalError,
+    example = json!({"name": "namespace_not_found", "message": "no namespace has this access key", "error": {"code": "namespace_not_found", "message": "no namespace has this access key"}})
+)]
+pub struct OriginalErrorBody<'a> {
+    /// The error's code.
+    pub name: ErrorCode,
+    /// A sentence for people (as `error.message`).
+    pub message: &'a str,
+    /// The error as every other route answers it.
+    pub error: ErrorDetail<'a>,
+}
+
+/// What an error response carries in its extensions, so that a middleware can answer it in
+/// another shape (see `handlers::original`).
+#[derive(Debug, Clone)]
+pub struct Answered {
+    /// The error's code.
+    pub code: ErrorCode,
+    /// Its message.
+    pub message: String,
+}
+
+impl Answered {
+    /// The error in the original service's shape.
+    #[must_use]
+    pub fn original_body(&self) -> OriginalErrorBody<'_> {
+        OriginalErrorBody {
+            name: self.code,
+            message: &self.message,
+            error: ErrorDetail {
+                code: self.code,
+                message: &self.message,
+            },
+        }
+    }
+}
+
 impl ApiError {
     fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
@@ -254,12 +296,17 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status).json(ErrorBody {
+        let mut response = HttpResponse::build(self.status).json(ErrorBody {
             error: ErrorDetail {
                 code: self.code,
                 message: &self.message,
             },
-        })
+        });
+        response.extensions_mut().insert(Answered {
+            code: self.code,
+            message: self.message.clone(),
+        });
+        response
     }
 }
 

@@ -27,7 +27,9 @@
 //!   SPEC 3.4.
 //! - [`responses`]: the error responses of the OpenAPI document, as shared sets.
 //! - [`openapi`]: the OpenAPI document, generated from the handlers and bodies.
-//! - [`rotate`]: the `rotate-kek` command's driver and progress report.
+//! - [`rotate`]: the `rotate-kek` command's driver and report.
+//! - [`import`]: the `import-original` command's driver, its modes and report.
+//! - [`progress`]: a long command's progress: a bar on a terminal, log lines otherwise.
 //! - [`middleware`]: request id, one log line and metrics per request.
 //! - [`metrics`]: the Prometheus registry each application owns.
 //! - [`telemetry`]: tracing set-up.
@@ -38,11 +40,13 @@ pub mod auth;
 pub mod body;
 pub mod error;
 pub mod handlers;
+pub mod import;
 pub mod keys;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;
 pub mod path;
+pub mod progress;
 pub mod responses;
 pub mod rotate;
 pub mod routes;

@@ -23,8 +23,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ObjectBuilder, Required, Type};
 use utoipa::{Modify, OpenApi};
 
-use crate::error::ErrorBody;
-use crate::handlers::{namespaces, operations, secrets};
+use crate::error::{ErrorBody, OriginalErrorBody};
+use crate::handlers::{namespaces, operations, original, secrets};
 use crate::middleware::MAX_REQUEST_ID_LEN;
 
 /// The name of the security scheme every authenticated operation refers to.
@@ -37,8 +37,8 @@ pub const SECURITY_SCHEME: &str = "serviceToken";
         title = "Secrets service",
         description = "An internal HTTP service that holds customers' secrets, encrypted per \
             namespace. A namespace is known outside the service only by its access key. Every \
-            route under `/namespaces`, and `/metrics`, needs `Authorization: Bearer <service \
-            token>`. Every error is `{\"error\": {\"code\", \"message\"}}`; a route that exists \
+            route under `/namespaces`, `/metrics`, and the compatibility routes tagged \
+            `original`, needs `Authorization: Bearer <service token>`. Every error is `{\"error\": {\"code\", \"message\"}}`; a route that exists \
             answers another method with 405 `method_not_allowed`, and an unknown route is 404 \
             `not_found`. Every response carries an `X-Request-Id`."
     ),
@@ -57,15 +57,27 @@ pub const SECURITY_SCHEME: &str = "serviceToken";
         operations::readyz,
         operations::metrics,
         operations::openapi,
+        original::original_create_namespace,
+        original::original_create_namespaces,
+        original::original_read_secrets,
+        original::original_put_secret,
+        original::original_delete_secret,
+        original::original_delete_namespace,
+        original::original_heartbeat,
     ),
-    // The shared error sets refer to the error body by name; it is listed here so that the
-    // document defines it.
-    components(schemas(ErrorBody<'_>)),
+    // The shared error sets refer to the error bodies by name; they are listed here so that the
+    // document defines them.
+    components(schemas(ErrorBody<'_>, OriginalErrorBody<'_>)),
     modifiers(&Operability),
     tags(
         (name = "namespaces", description = "Creating, reading, re-keying and deleting namespaces."),
         (name = "secrets", description = "The secrets of one namespace."),
         (name = "operations", description = "Health, readiness, metrics and this document."),
+        (name = "original", description = "The compatibility surface: the wire contract of the \
+            service this one replaces, at the root, served only with `compat.original_routes = \
+            true` and behind the service token like every route. Access keys and names travel in \
+            the query string; errors come in the original's shape (`OriginalError`). \
+            `mode=public` answers this service's keyed digests, not the original's SHA-256."),
     )
 )]
 #[derive(Debug)]

@@ -4,14 +4,15 @@
 //! set lists the rows that a kind of operation can answer; a handler's `#[utoipa::path]` names
 //! its set beside its success row (`responses((status = 200, ..), NamespaceErrors)`). Every
 //! row's body is the [`ErrorBody`] schema, so the document cannot show an error in another
-//! shape.
+//! shape; the original service's routes have sets of their own, whose body is
+//! [`OriginalErrorBody`] (the original's fields around the same error).
 
 use std::collections::BTreeMap;
 
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{IntoResponses, ToSchema as _};
 
-use crate::error::ErrorBody;
+use crate::error::{ErrorBody, OriginalErrorBody};
 
 /// One error row of the document.
 struct Row {
@@ -22,6 +23,10 @@ struct Row {
 const BAD_BODY: Row = Row {
     status: 400,
     description: "`invalid_json` or `invalid_request`: the message names the field.",
+};
+const BAD_QUERY: Row = Row {
+    status: 400,
+    description: "`invalid_request` (in `name`): a query parameter is missing, repeated, not UTF-8 or not valid; the message names it.",
 };
 const BAD_NAME: Row = Row {
     status: 400,
@@ -64,8 +69,8 @@ const UNAVAILABLE: Row = Row {
     description: "`unavailable`: the store cannot be reached; retry later.",
 };
 
-fn rows(rows: &[Row]) -> BTreeMap<String, RefOr<Response>> {
-    let schema = Ref::from_schema_name(ErrorBody::name());
+fn rows(schema: &str, rows: &[Row]) -> BTreeMap<String, RefOr<Response>> {
+    let schema = Ref::from_schema_name(schema);
     rows.iter()
         .map(|row| {
             let response = ResponseBuilder::new()
@@ -82,13 +87,16 @@ fn rows(rows: &[Row]) -> BTreeMap<String, RefOr<Response>> {
 
 macro_rules! response_set {
     ($(#[$doc:meta])* $name:ident: $($row:ident),+) => {
+        response_set!($(#[$doc])* $name(ErrorBody::name()): $($row),+);
+    };
+    ($(#[$doc:meta])* $name:ident($schema:expr): $($row:ident),+) => {
         $(#[$doc])*
         #[derive(Debug)]
         pub struct $name;
 
         impl IntoResponses for $name {
             fn responses() -> BTreeMap<String, RefOr<Response>> {
-                rows(&[$($row),+])
+                rows(&$schema, &[$($row),+])
             }
         }
     };
@@ -118,4 +126,25 @@ response_set!(
 response_set!(
     /// An operation without a token that asks the store.
     StoreErrors: UNAVAILABLE
+);
+
+// The original service's routes answer errors in its shape (`OriginalError`).
+response_set!(
+    /// An original route that reads a namespace named in the query.
+    OriginalReadErrors(OriginalErrorBody::name()): BAD_QUERY, UNAUTHORIZED, NAMESPACE_NOT_FOUND,
+        INTERNAL, UNAVAILABLE
+);
+response_set!(
+    /// An original route that takes a body and writes into a namespace named in the query.
+    OriginalWriteErrors(OriginalErrorBody::name()): BAD_BODY, UNAUTHORIZED, NAMESPACE_NOT_FOUND,
+        BODY_TIMEOUT, NAMESPACE_FULL, TOO_LARGE, MEDIA_TYPE, INTERNAL, UNAVAILABLE
+);
+response_set!(
+    /// An original route that creates namespaces.
+    OriginalCreateErrors(OriginalErrorBody::name()): BAD_BODY, UNAUTHORIZED, BODY_TIMEOUT,
+        TOO_LARGE, MEDIA_TYPE, INTERNAL, UNAVAILABLE
+);
+response_set!(
+    /// An original route behind the service token that touches no store.
+    OriginalTokenErrors(OriginalErrorBody::name()): UNAUTHORIZED
 );

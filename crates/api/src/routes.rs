@@ -1,7 +1,8 @@
 //! The application: every route, its middleware and the data its handlers share.
 //!
 //! Unknown routes answer 404 `not_found`, known routes with another method 405
-//! `method_not_allowed`, both as JSON; everything under `/namespaces`, and `/metrics`, needs a
+//! `method_not_allowed`, both as JSON; everything under `/namespaces`, `/metrics`, and the
+//! original service's routes at the root when they are on (`compat.original_routes`), needs a
 //! service token first, so an unauthenticated caller learns nothing about which routes exist.
 //! Each route's OpenAPI operation is on its handler; a test checks that the two agree.
 //!
@@ -34,22 +35,29 @@ pub fn app<S: SecretStore, C: Envelope, R: Random>(
         InitError = (),
     >,
 > {
+    let original_routes = state.original_routes;
     App::new()
         .app_data(state)
         .app_data(tokens)
         .app_data(metrics)
-        .configure(routes::<S, C, R>)
+        .configure(|cfg| routes::<S, C, R>(cfg, original_routes))
         // Outermost, so that it sees every answer, the 401s and 404s included.
         .wrap(middleware::from_fn(crate::middleware::observe))
 }
 
-fn routes<S: SecretStore, C: Envelope, R: Random>(cfg: &mut web::ServiceConfig) {
+fn routes<S: SecretStore, C: Envelope, R: Random>(
+    cfg: &mut web::ServiceConfig,
+    original_routes: bool,
+) {
     use namespaces::{
         create_namespace, create_namespaces, delete_namespace, read_namespace, rotate_access_key,
     };
     use secrets::{delete_secret, get_secret, list_keys, patch_namespace, put_secret};
     let resource =
         |path: &str| web::resource(path).default_service(web::to(handlers::method_not_allowed));
+    if original_routes {
+        original::<S, C, R>(cfg);
+    }
     cfg.service(resource("/healthz").route(web::get().to(operations::healthz)))
         .service(resource("/readyz").route(web::get().to(operations::readyz::<S, C, R>)))
         .service(resource("/openapi.json").route(web::get().to(operations::openapi)))
@@ -86,4 +94,33 @@ fn routes<S: SecretStore, C: Envelope, R: Random>(cfg: &mut web::ServiceConfig) 
                 .default_service(web::to(handlers::not_found)),
         )
         .default_service(web::to(handlers::not_found));
+}
+
+/// The original service's routes at the root (`compat.original_routes`), each behind the token
+/// check and answering errors in the original's shape.
+fn original<S: SecretStore, C: Envelope, R: Random>(cfg: &mut web::ServiceConfig) {
+    use handlers::original::{
+        original_create_namespace, original_create_namespaces, original_delete_namespace,
+        original_delete_secret, original_errors, original_heartbeat, original_put_secret,
+        original_read_secrets,
+    };
+    let resource = |path: &str| {
+        web::resource(path)
+            .wrap(middleware::from_fn(require_token))
+            .wrap(middleware::from_fn(original_errors))
+            .default_service(web::to(handlers::method_not_allowed))
+    };
+    cfg.service(
+        resource("/")
+            .route(web::post().to(original_create_namespace::<S, C, R>))
+            .route(web::delete().to(original_delete_namespace::<S, C, R>)),
+    )
+    .service(resource("/bulk").route(web::post().to(original_create_namespaces::<S, C, R>)))
+    .service(
+        resource("/secrets")
+            .route(web::get().to(original_read_secrets::<S, C, R>))
+            .route(web::post().to(original_put_secret::<S, C, R>))
+            .route(web::delete().to(original_delete_secret::<S, C, R>)),
+    )
+    .service(resource("/heartbeat").route(web::get().to(original_heartbeat)));
 }

@@ -240,6 +240,13 @@ pub struct LogSettings {
     pub level: String,
 }
 
+/// The `[compat]` section: surfaces kept for callers of the service this one replaces.
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub struct CompatSettings {
+    /// Serve the original service's routes at the root (`handlers::original`).
+    pub original_routes: bool,
+}
+
 /// Every non-secret setting.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Settings {
@@ -253,6 +260,8 @@ pub struct Settings {
     pub limits: LimitSettings,
     /// Logging.
     pub log: LogSettings,
+    /// Compatibility with the service this one replaces.
+    pub compat: CompatSettings,
 }
 
 /// A configuration problem, named so an operator can fix it.
@@ -443,6 +452,10 @@ mod tests {
         assert_eq!(settings.limits.max_secrets_per_namespace, 1_000);
         assert_eq!(settings.limits.max_body_bytes, 1_048_576);
         assert_eq!(settings.server.body_timeout(), Duration::from_secs(10));
+        assert!(
+            !settings.compat.original_routes,
+            "the original's routes are opt-in"
+        );
     }
 
     #[test]
@@ -453,10 +466,12 @@ mod tests {
                 ("SECRETS__SERVER__BIND", "0.0.0.0:9000"),
                 ("SECRETS__LIMITS__MAX_SECRETS_PER_NAMESPACE", "7"),
                 ("SECRETS__MODE", "production"),
+                ("SECRETS__COMPAT__ORIGINAL_ROUTES", "true"),
                 ("DATABASE_URL", "postgres://db.internal/secrets"),
             ]),
         )
         .expect("loads");
+        assert!(settings.compat.original_routes);
         assert_eq!(settings.server.bind.to_string(), "0.0.0.0:9000");
         assert_eq!(settings.limits.max_secrets_per_namespace, 7);
         assert_eq!(settings.mode, Mode::Production);

@@ -178,6 +178,7 @@ impl Application {
                 max_bytes: settings.limits.max_body_bytes,
                 timeout: settings.server.body_timeout(),
             },
+            original_routes: settings.compat.original_routes,
         });
         let mut server = HttpServer::new(move || {
             crate::routes::app(state.clone(), tokens.clone(), metrics.clone())

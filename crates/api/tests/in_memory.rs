@@ -53,6 +53,7 @@ fn in_memory() -> Parts {
             max_bytes: 256,
             timeout: Duration::from_secs(5),
         },
+        original_routes: true,
     });
     let tokens = Data::new(ServiceTokens::new(&[SecretString::from(TOKEN)]));
     let metrics = Metrics::new("memory", || PoolStatus {

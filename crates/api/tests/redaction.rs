@@ -2,7 +2,8 @@
 //!
 //! The real binary runs with `RUST_LOG=trace`, the most verbose level there is, for the
 //! dependencies as much as for this code, and every endpoint is called, on its success paths
-//! and on its error paths. Then everything the process printed from start-up to exit, standard
+//! and on its error paths, the original service's routes included (they carry access keys and
+//! names in the query string). Then everything the process printed from start-up to exit, standard
 //! error and standard output, is searched for every access key, token, key-encryption key,
 //! secret name and value it was given or gave out, in the encodings a careless log line would
 //! use: as is, percent-encoded (as in a path), hex, base64, base64url, and a 16-character
@@ -41,6 +42,10 @@ const ROUTES: &[&str] = &[
     "/readyz",
     "/metrics",
     "/openapi.json",
+    "/",
+    "/bulk",
+    "/secrets",
+    "/heartbeat",
     "<unmatched>",
 ];
 
@@ -402,6 +407,61 @@ async fn tamper_then_read(caller: &Caller<'_>, db_url: &str, path: &str) {
     );
 }
 
+/// Calls every route of the original service's contract, where access keys and names travel in
+/// the query string, on its success and error paths.
+async fn exercise_original(caller: &Caller<'_>, needles: &mut Needles) {
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let name = needles.add(format!("ORIGINAL_NAME_{}", &tag[..10]));
+    let value = needles.add(format!("original-value-{}", &tag[..10]));
+    let (status, body) = caller.send(Method::POST, "/", None).await;
+    assert_eq!(status, 201);
+    let key = needles.add(access_key(&body));
+    let (status, body) = caller
+        .send(Method::POST, "/bulk", Some(json_body(&json!({"n": 2}))))
+        .await;
+    assert_eq!(status, 200);
+    for bulk in body["accessKeys"].as_array().expect("keys") {
+        needles.add(bulk.as_str().expect("key"));
+    }
+    let put = json_body(&json!({"key": name, "value": value}));
+    let (status, _) = caller
+        .send(
+            Method::POST,
+            &format!("/secrets?accessKey={key}"),
+            Some(put),
+        )
+        .await;
+    assert_eq!(status, 201);
+    for mode in ["private", "public"] {
+        let path = format!("/secrets?accessKey={key}&mode={mode}");
+        assert_eq!(caller.send(Method::GET, &path, None).await.0, 200);
+    }
+    // An original-form key nobody holds, twice, a bad mode, a name that is refused.
+    let stranger = needles.add(format!("Zz{}_-", &tag[..17]));
+    let errors = [
+        (format!("/secrets?accessKey={stranger}&mode=private"), 404),
+        (
+            format!("/secrets?accessKey={key}&accessKey={key}&mode=private"),
+            400,
+        ),
+        (format!("/secrets?accessKey={key}&mode={value}"), 400),
+        (format!("/secrets?accessKey={key}&key={name}%0A"), 400),
+    ];
+    for (path, expected) in errors {
+        let method = if path.contains("&key=") {
+            Method::DELETE
+        } else {
+            Method::GET
+        };
+        assert_eq!(caller.send(method, &path, None).await.0, expected, "{path}");
+    }
+    let path = format!("/secrets?accessKey={key}&key={name}");
+    assert_eq!(caller.send(Method::DELETE, &path, None).await.0, 202);
+    assert_eq!(caller.send(Method::GET, "/heartbeat", None).await.0, 200);
+    let path = format!("/?accessKey={key}");
+    assert_eq!(caller.send(Method::DELETE, &path, None).await.0, 202);
+}
+
 /// Runs the whole exercise against a binary started with `env` and checks its output.
 async fn run(mut env: Vec<(&'static str, String)>, json_logs: bool, db: Option<&TestDatabase>) {
     let mut needles = Needles::default();
@@ -416,6 +476,7 @@ async fn run(mut env: Vec<(&'static str, String)>, json_logs: bool, db: Option<&
         ("SECRETS__SERVER__SHUTDOWN_TIMEOUT_SECS", "5".to_owned()),
         ("SECRETS__LIMITS__MAX_VALUE_BYTES", "64".to_owned()),
         ("SECRETS__LIMITS__MAX_SECRETS_PER_NAMESPACE", "3".to_owned()),
+        ("SECRETS__COMPAT__ORIGINAL_ROUTES", "true".to_owned()),
         (
             "SECRETS__LOG__FORMAT",
             if json_logs { "json" } else { "text" }.to_owned(),
@@ -432,6 +493,7 @@ async fn run(mut env: Vec<(&'static str, String)>, json_logs: bool, db: Option<&
     };
     let done = exercise_successes(&caller, &mut needles).await;
     exercise_errors(&caller, &mut needles, &done, db.map(TestDatabase::url)).await;
+    exercise_original(&caller, &mut needles).await;
     drop(caller);
     service.signal(nix::sys::signal::Signal::SIGTERM);
     let (status, output) = service.finish(Duration::from_secs(30));

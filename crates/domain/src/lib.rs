@@ -10,9 +10,12 @@
 //! - [`ports`]: the traits adapters implement, each method with the errors it MUST return.
 //! - [`service`]: [`SecretsService`], the use cases, generic over the ports.
 //! - [`error`]: what a use case can answer besides success.
+//! - [`import`]: bringing namespaces over from the service this one replaces: the original's
+//!   key form, the import's rules, its store port and its use cases.
 //! - `testing` (feature `testing`): in-memory fakes of the ports.
 
 pub mod error;
+pub mod import;
 pub mod model;
 pub mod ports;
 pub mod service;
@@ -21,7 +24,7 @@ pub mod testing;
 
 pub use error::{Error, KeyCheckError};
 pub use model::{
-    AccessKey, AccessKeyHash, BulkCount, InvalidAccessKey, InvalidBulkCount, InvalidName, KeyId,
-    KeyInfo, Limits, NamespaceId, Secret, SecretName, SecretValue,
+    AccessKey, AccessKeyHash, AccessKind, BulkCount, InvalidAccessKey, InvalidBulkCount,
+    InvalidName, KeyId, KeyInfo, Limits, NamespaceId, Secret, SecretName, SecretValue,
 };
 pub use service::{PatchChange, RewrapBatch, SecretsService};

@@ -15,6 +15,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
+use crate::import::key::ORIGINAL_KEY_CHARS;
 use crate::ports::{Random, RandomError};
 
 /// The internal, never-published identity of a namespace.
@@ -63,29 +64,48 @@ pub const ACCESS_KEY_BYTES: usize = 32;
 /// The length of an access key's text form: 32 bytes in base64url without padding.
 pub const ACCESS_KEY_CHARS: usize = 43;
 
-/// The bearer credential of one namespace: 32 random bytes, shown as 43 base64url characters.
+/// The bearer credential of one namespace.
 ///
-/// The service hands it out once and keeps only its [`AccessKeyHash`].
+/// Two forms are recognised, each only exactly as it is written:
+/// - **native**: 32 random bytes, shown as 43 base64url characters. Every namespace this
+///   service creates gets one, and rotating any key yields one.
+/// - **original**: the 21-character key of a namespace brought over from the service this one
+///   replaces (see [`crate::import::key`]), so that the keys the platform already holds keep
+///   working.
+///
+/// The service hands a key out once and keeps only its [`AccessKeyHash`], whose
+/// [`AccessKind`] says which form it was: a store matches on both, so a key of one form can
+/// never reach a namespace whose key has the other.
 #[derive(Zeroize, ZeroizeOnDrop)]
-pub struct AccessKey([u8; ACCESS_KEY_BYTES]);
+pub struct AccessKey(KeyBytes);
+
+#[derive(Zeroize)]
+enum KeyBytes {
+    Native([u8; ACCESS_KEY_BYTES]),
+    Original([u8; ORIGINAL_KEY_CHARS]),
+}
 
 impl AccessKey {
-    /// A fresh key from the randomness port (the OS CSPRNG in production).
+    /// A fresh native key from the randomness port (the OS CSPRNG in production).
     pub fn generate(random: &impl Random) -> Result<Self, RandomError> {
         let mut bytes = [0u8; ACCESS_KEY_BYTES];
         random.fill(&mut bytes)?;
-        Ok(Self(bytes))
+        Ok(Self(KeyBytes::Native(bytes)))
     }
 
-    /// Parses the text form. Anything that is not exactly 43 base64url characters decoding to
-    /// 32 bytes is refused; callers treat that like an unknown key.
+    /// Parses the text form: exactly 43 base64url characters decoding to 32 bytes (native),
+    /// or exactly 21 characters of `A-Z a-z 0-9 _ -` (original). Anything else is refused;
+    /// callers treat that like an unknown key.
     pub fn parse(text: &str) -> Result<Self, InvalidAccessKey> {
+        if let Some(original) = crate::import::key::parse(text) {
+            return Ok(Self(KeyBytes::Original(original)));
+        }
         if text.len() != ACCESS_KEY_CHARS {
             return Err(InvalidAccessKey);
         }
         let mut bytes = Zeroizing::new([0u8; ACCESS_KEY_BYTES]);
         match URL_SAFE_NO_PAD.decode_slice(text, bytes.as_mut()) {
-            Ok(ACCESS_KEY_BYTES) => Ok(Self(*bytes)),
+            Ok(ACCESS_KEY_BYTES) => Ok(Self(KeyBytes::Native(*bytes))),
             _ => Err(InvalidAccessKey),
         }
     }
@@ -93,22 +113,50 @@ impl AccessKey {
     /// The text form, to give to the caller once.
     #[must_use]
     pub fn expose(&self) -> Zeroizing<String> {
-        Zeroizing::new(URL_SAFE_NO_PAD.encode(self.0))
+        match &self.0 {
+            KeyBytes::Native(bytes) => Zeroizing::new(URL_SAFE_NO_PAD.encode(bytes)),
+            // Parsing checked every byte is ASCII.
+            KeyBytes::Original(chars) => {
+                Zeroizing::new(chars.iter().copied().map(char::from).collect())
+            }
+        }
     }
 
-    /// SHA-256 of the key's bytes: what the store keeps and looks up by.
+    /// Which form the key has.
+    #[must_use]
+    pub fn kind(&self) -> AccessKind {
+        match self.0 {
+            KeyBytes::Native(_) => AccessKind::Native,
+            KeyBytes::Original(_) => AccessKind::Original,
+        }
+    }
+
+    /// What the store keeps and looks up by: the key's form and SHA-256 of its bytes (of the
+    /// 32 random bytes for a native key; of the 21 characters, as the original service
+    /// stored it, for an original one).
     ///
-    /// A fast hash is enough here: the key has 256 bits of entropy, so there is nothing to
-    /// brute-force, and it keeps the hot read to one cheap hash.
+    /// A fast hash is enough here: a native key has 256 bits of entropy, an original one 126,
+    /// so there is nothing to brute-force, and it keeps the hot read to one cheap hash.
     #[must_use]
     pub fn hash(&self) -> AccessKeyHash {
-        AccessKeyHash(Sha256::digest(self.0).into())
+        match &self.0 {
+            KeyBytes::Native(bytes) => {
+                AccessKeyHash::new(AccessKind::Native, Sha256::digest(bytes).into())
+            }
+            KeyBytes::Original(chars) => {
+                AccessKeyHash::new(AccessKind::Original, Sha256::digest(chars).into())
+            }
+        }
     }
 }
 
 impl PartialEq for AccessKey {
     fn eq(&self, other: &Self) -> bool {
-        self.0.ct_eq(&other.0).into()
+        match (&self.0, &other.0) {
+            (KeyBytes::Native(a), KeyBytes::Native(b)) => a.ct_eq(b).into(),
+            (KeyBytes::Original(a), KeyBytes::Original(b)) => a.ct_eq(b).into(),
+            _ => false,
+        }
     }
 }
 
@@ -118,26 +166,73 @@ impl fmt::Debug for AccessKey {
     }
 }
 
-/// An access key that is not 43 base64url characters of 32 bytes.
+/// An access key in neither recognised form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("not a well-formed access key")]
 pub struct InvalidAccessKey;
 
-/// SHA-256 of an access key: the only form of the key that is stored.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub struct AccessKeyHash([u8; 32]);
+/// Which form an access key has, and so which namespaces it can reach.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub enum AccessKind {
+    /// This service's own 43-character keys.
+    Native,
+    /// The 21-character keys of namespaces imported from the original service.
+    Original,
+}
 
-impl AccessKeyHash {
-    /// Wraps a hash read back from a store.
+impl AccessKind {
+    /// The number a store keeps for the kind (`namespaces.access_kind`).
     #[must_use]
-    pub fn from_bytes(bytes: [u8; 32]) -> Self {
-        Self(bytes)
+    pub fn code(self) -> i16 {
+        match self {
+            Self::Native => 0,
+            Self::Original => 1,
+        }
     }
 
-    /// The hash's bytes.
+    /// The kind a store's number stands for; `None` for a number no kind has.
+    #[must_use]
+    pub fn from_code(code: i64) -> Option<Self> {
+        match code {
+            0 => Some(Self::Native),
+            1 => Some(Self::Original),
+            _ => None,
+        }
+    }
+}
+
+/// What a store keeps of an access key: its kind and SHA-256 digest. Both are matched, so a
+/// native key never finds an imported namespace and an original key never finds a native one,
+/// by construction rather than by the improbability of a hash collision.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct AccessKeyHash {
+    kind: AccessKind,
+    digest: [u8; 32],
+}
+
+impl AccessKeyHash {
+    /// A hash of the given kind.
+    #[must_use]
+    pub fn new(kind: AccessKind, digest: [u8; 32]) -> Self {
+        Self { kind, digest }
+    }
+
+    /// A native key's hash, as read back from a store.
+    #[must_use]
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self::new(AccessKind::Native, bytes)
+    }
+
+    /// The kind of key it is the hash of.
+    #[must_use]
+    pub fn kind(&self) -> AccessKind {
+        self.kind
+    }
+
+    /// The digest's bytes.
     #[must_use]
     pub fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
+        &self.digest
     }
 }
 
@@ -335,7 +430,7 @@ mod tests {
 
     #[test]
     fn an_access_key_round_trips_through_its_text_form() {
-        let key = AccessKey([7u8; 32]);
+        let key = AccessKey(KeyBytes::Native([7u8; 32]));
         let text = key.expose();
         assert_eq!(text.len(), ACCESS_KEY_CHARS);
         let parsed = AccessKey::parse(&text).expect("parses");
@@ -345,7 +440,7 @@ mod tests {
 
     #[test]
     fn malformed_access_keys_are_refused() {
-        let good = AccessKey([1u8; 32]).expose().to_string();
+        let good = AccessKey(KeyBytes::Native([1u8; 32])).expose().to_string();
         let cases = [
             ("empty", String::new()),
             ("one short", good[..42].to_string()),
@@ -361,7 +456,7 @@ mod tests {
 
     #[test]
     fn an_access_key_hash_is_sha256_of_its_bytes() {
-        let key = AccessKey([0u8; 32]);
+        let key = AccessKey(KeyBytes::Native([0u8; 32]));
         // SHA-256 of 32 zero bytes.
         let expected = [
             0x66, 0x68, 0x7a, 0xad, 0xf8, 0x62, 0xbd, 0x77, 0x6c, 0x8f, 0xc1, 0x8b, 0x8e, 0x9f,
@@ -396,7 +491,7 @@ mod tests {
     fn secrets_are_redacted_in_debug_output() {
         let name = SecretName::parse("STRIPE_KEY").expect("valid");
         let value = SecretValue::new("sk_live_123".into());
-        let key = AccessKey([9u8; 32]);
+        let key = AccessKey(KeyBytes::Native([9u8; 32]));
         let printed = format!("{name:?} {value:?} {key:?}");
         assert!(!printed.contains("STRIPE_KEY"));
         assert!(!printed.contains("sk_live_123"));

@@ -79,6 +79,11 @@ where
         self.limits
     }
 
+    /// The randomness source, for the use cases of other modules (the import).
+    pub(crate) fn random(&self) -> &R {
+        &self.random
+    }
+
     /// Creates one empty namespace and returns its access key, which is shown only this once.
     #[tracing::instrument(level = "debug", skip_all)]
     pub async fn create_namespace(&self) -> Result<AccessKey, Error> {
@@ -389,7 +394,7 @@ where
 
     /// Unwraps the namespace's data key, and records its internal id (which is safe to log) as
     /// the `ns` field of the use case's span.
-    fn unwrap(&self, namespace: &NamespaceRecord) -> Result<C::Keys, Error> {
+    pub(crate) fn unwrap(&self, namespace: &NamespaceRecord) -> Result<C::Keys, Error> {
         tracing::Span::current().record("ns", tracing::field::display(namespace.id));
         self.envelope
             .open_data_key(namespace.id, &namespace.data_key)
@@ -405,12 +410,12 @@ where
         Ok(())
     }
 
-    fn store_error(&self, error: StoreError) -> Error {
+    pub(crate) fn store_error(&self, error: StoreError) -> Error {
         Error::from_store(error, self.limits.max_secrets_per_namespace)
     }
 }
 
-fn seal<K: NamespaceKeys>(
+pub(crate) fn seal<K: NamespaceKeys>(
     keys: &K,
     ns: NamespaceId,
     name: &SecretName,
@@ -428,7 +433,7 @@ fn seal<K: NamespaceKeys>(
     })
 }
 
-fn open_one<K: NamespaceKeys>(
+pub(crate) fn open_one<K: NamespaceKeys>(
     keys: &K,
     ns: NamespaceId,
     stored: &StoredSecret,

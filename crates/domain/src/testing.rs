@@ -12,6 +12,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
+use crate::import::{
+    Applied, Fingerprint, ImportBase, ImportRecord, ImportStore, ImportUpdate, ImportedState,
+    NewImport, OriginalId, state_digest,
+};
 use crate::model::{AccessKeyHash, KeyId, NamespaceId, SecretName, SecretValue};
 use crate::ports::{
     CryptoError, Envelope, KeyCheck, NameIndex, NamespaceKeys, NamespaceRecord, NewNamespace,
@@ -205,6 +209,29 @@ struct State {
     namespaces: BTreeMap<NamespaceId, Namespace>,
     by_access: HashMap<AccessKeyHash, NamespaceId>,
     key_checks: BTreeMap<KeyId, Vec<u8>>,
+    imports: BTreeMap<OriginalId, Import>,
+}
+
+/// An import record: the namespace (`None` once deleted), the source fingerprint, the base.
+#[derive(Debug)]
+struct Import {
+    namespace: Option<NamespaceId>,
+    source: Fingerprint,
+    base: ImportBase,
+}
+
+impl State {
+    /// Deletes a namespace; its import record, if any, stays without it.
+    fn remove_namespace(&mut self, id: NamespaceId) {
+        if let Some(ns) = self.namespaces.remove(&id) {
+            self.by_access.remove(&ns.access_hash);
+        }
+        for import in self.imports.values_mut() {
+            if import.namespace == Some(id) {
+                import.namespace = None;
+            }
+        }
+    }
 }
 
 /// A complete, in-memory implementation of [`SecretStore`]. One mutex makes every method
@@ -378,10 +405,10 @@ impl SecretStore for InMemoryStore {
 
     async fn delete_namespace(&self, access: &AccessKeyHash) -> Result<bool, StoreError> {
         Ok(self.with(|state| {
-            let Some(id) = state.by_access.remove(access) else {
+            let Some(id) = state.by_access.get(access).copied() else {
                 return false;
             };
-            state.namespaces.remove(&id);
+            state.remove_namespace(id);
             true
         }))
     }
@@ -491,6 +518,153 @@ impl SecretStore for InMemoryStore {
                 }
             }
             replaced
+        }))
+    }
+}
+
+#[async_trait]
+impl ImportStore for InMemoryStore {
+    async fn imports_between(
+        &self,
+        after: Option<OriginalId>,
+        until: Option<OriginalId>,
+    ) -> Result<Vec<ImportRecord>, StoreError> {
+        Ok(self.with(|state| {
+            state
+                .imports
+                .iter()
+                .filter(|(id, _)| after.is_none_or(|a| **id > a) && until.is_none_or(|u| **id <= u))
+                .map(|(id, import)| ImportRecord {
+                    original: *id,
+                    namespace: import.namespace,
+                    source: import.source,
+                })
+                .collect()
+        }))
+    }
+
+    async fn create_imported(&self, import: &NewImport) -> Result<(), StoreError> {
+        self.with(|state| {
+            let ns = &import.namespace;
+            if state.imports.contains_key(&import.original)
+                || state.namespaces.contains_key(&ns.id)
+                || state.by_access.contains_key(&ns.access_hash)
+            {
+                return Err(StoreError::Conflict);
+            }
+            let now = OffsetDateTime::now_utc();
+            let mut namespace = Namespace {
+                access_hash: ns.access_hash,
+                data_key: ns.data_key.clone(),
+                secrets: BTreeMap::new(),
+            };
+            for secret in &import.secrets {
+                upsert(&mut namespace, secret, now);
+            }
+            state.by_access.insert(ns.access_hash, ns.id);
+            state.namespaces.insert(ns.id, namespace);
+            state.imports.insert(
+                import.original,
+                Import {
+                    namespace: Some(ns.id),
+                    source: import.source,
+                    base: import.base.clone(),
+                },
+            );
+            Ok(())
+        })
+    }
+
+    async fn read_imported(
+        &self,
+        original: OriginalId,
+    ) -> Result<Option<ImportedState>, StoreError> {
+        Ok(self.with(|state| {
+            let import = state.imports.get(&original)?;
+            let namespace = import.namespace.and_then(|id| {
+                let ns = state.namespaces.get(&id)?;
+                Some((
+                    NamespaceRecord {
+                        id,
+                        data_key: ns.data_key.clone(),
+                    },
+                    ns.access_hash,
+                    ns.secrets.values().cloned().collect(),
+                ))
+            });
+            Some(ImportedState {
+                record: ImportRecord {
+                    original,
+                    namespace: import.namespace,
+                    source: import.source,
+                },
+                namespace,
+                base: import.base.clone(),
+            })
+        }))
+    }
+
+    async fn update_imported(&self, update: &ImportUpdate) -> Result<Applied, StoreError> {
+        self.with(|state| {
+            let Some(ns) = state.namespaces.get(&update.namespace) else {
+                return Ok(Applied::Gone);
+            };
+            if !state.imports.contains_key(&update.original) {
+                return Ok(Applied::Gone);
+            }
+            let secrets: Vec<_> = ns.secrets.values().cloned().collect();
+            if state_digest(&ns.access_hash, &secrets) != update.expected {
+                return Ok(Applied::Changed);
+            }
+            if let Some(access) = update.access {
+                if state.by_access.contains_key(&access) {
+                    return Err(StoreError::Conflict);
+                }
+                let old = ns.access_hash;
+                state.by_access.remove(&old);
+                state.by_access.insert(access, update.namespace);
+            }
+            let ns = state
+                .namespaces
+                .get_mut(&update.namespace)
+                .ok_or(StoreError::NamespaceNotFound)?;
+            if let Some(access) = update.access {
+                ns.access_hash = access;
+            }
+            for index in &update.deletes {
+                ns.secrets.remove(index);
+            }
+            let now = OffsetDateTime::now_utc();
+            for secret in &update.upserts {
+                upsert(ns, secret, now);
+            }
+            if let Some(import) = state.imports.get_mut(&update.original) {
+                import.source = update.source;
+                import.base = update.base.clone();
+            }
+            Ok(Applied::Applied)
+        })
+    }
+
+    async fn remove_imported(
+        &self,
+        original: OriginalId,
+        namespace: NamespaceId,
+        expected: Fingerprint,
+    ) -> Result<Applied, StoreError> {
+        Ok(self.with(|state| {
+            let Some(ns) = state.namespaces.get(&namespace) else {
+                return Applied::Gone;
+            };
+            if state.imports.get(&original).and_then(|i| i.namespace) != Some(namespace) {
+                return Applied::Gone;
+            }
+            let secrets: Vec<_> = ns.secrets.values().cloned().collect();
+            if state_digest(&ns.access_hash, &secrets) != expected {
+                return Applied::Changed;
+            }
+            state.remove_namespace(namespace);
+            Applied::Applied
         }))
     }
 }

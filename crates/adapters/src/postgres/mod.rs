@@ -36,6 +36,8 @@
 //! - `connect`: the connection URL read, and how each connection is opened and driven; `tls`:
 //!   `sslmode` and the certificates, as a rustls configuration;
 //! - `port`: the domain's [`SecretStore`] port, and how its writes serialise (`# Concurrency`);
+//! - `import`: the domain's `ImportStore` port (`import-original`'s records and transactions),
+//!   with its own statements;
 //! - `sql`: every statement, with why it is written the way it is; `rows`: rows as the port's
 //!   types;
 //! - `error`: how a driver error becomes a [`StoreError`] (unique violation, unreachable
@@ -45,6 +47,7 @@
 
 mod connect;
 mod error;
+mod import;
 mod port;
 mod rows;
 mod sql;
@@ -59,9 +62,9 @@ use secrets_domain::ports::StoreError;
 use tokio::time::{Instant, timeout_at};
 
 use self::connect::{ConnectionSettings, Connector, Target};
-use self::error::{Cause, db_at, pool_error, timed_out};
+use self::error::{Cause, db, db_at, pool_error, timed_out};
 use crate::migrations;
-use crate::store::{MigrationReport, PoolStatus, Store, StoreOptions};
+use crate::store::{AppliedMigration, MigrationReport, PoolStatus, Store, StoreOptions};
 
 /// The PostgreSQL store. Cloning it is cheap: clones share one pool.
 #[derive(Clone)]
@@ -187,6 +190,30 @@ impl PostgresStore {
         Ok(plan.finish())
     }
 
+    /// The migrations the database has not recorded, without applying any.
+    pub async fn pending_migrations(&self) -> Result<Vec<AppliedMigration>, StoreError> {
+        self.run(async |client| {
+            let exists: bool = client
+                .query_one(sql::HAS_SCHEMA_MIGRATIONS, &[])
+                .await
+                .map_err(db)?
+                .try_get(0)
+                .map_err(db)?;
+            let mut recorded = Vec::new();
+            if exists {
+                for row in client
+                    .query(sql::RECORDED_MIGRATIONS, &[])
+                    .await
+                    .map_err(db)?
+                {
+                    recorded.push(row.try_get(0).map_err(db)?);
+                }
+            }
+            Ok(migrations::plan(migrations::POSTGRES, &recorded).pending())
+        })
+        .await
+    }
+
     /// The pool's state, for metrics.
     #[must_use]
     pub fn pool_status(&self) -> PoolStatus {
@@ -235,6 +262,12 @@ impl Store for PostgresStore {
 
     fn migrate(&self) -> impl Future<Output = Result<MigrationReport, StoreError>> + Send {
         PostgresStore::migrate(self)
+    }
+
+    fn pending_migrations(
+        &self,
+    ) -> impl Future<Output = Result<Vec<AppliedMigration>, StoreError>> + Send {
+        PostgresStore::pending_migrations(self)
     }
 
     fn pool_status(&self) -> PoolStatus {

@@ -41,12 +41,16 @@ impl SecretStore for PostgresStore {
             .iter()
             .map(|ns| ns.data_key.ciphertext.as_slice())
             .collect();
+        let kinds: Vec<i16> = namespaces
+            .iter()
+            .map(|ns| ns.access_hash.kind().code())
+            .collect();
         // One statement is all or nothing, so a bulk create needs no explicit transaction.
         self.run(async |client| {
             execute(
                 client,
                 sql::CREATE_NAMESPACES,
-                &[&ids, &hashes, &key_ids, &keys],
+                &[&ids, &hashes, &key_ids, &keys, &kinds],
             )
             .await?;
             Ok(())
@@ -63,7 +67,7 @@ impl SecretStore for PostgresStore {
             let row = query_opt(
                 client,
                 sql::FIND_NAMESPACE,
-                &[&access.as_bytes().as_slice()],
+                &[&access.as_bytes().as_slice(), &access.kind().code()],
             )
             .await?;
             row.as_ref().map(namespace_record).transpose()
@@ -80,7 +84,7 @@ impl SecretStore for PostgresStore {
             let rows = query(
                 client,
                 sql::READ_NAMESPACE,
-                &[&access.as_bytes().as_slice()],
+                &[&access.as_bytes().as_slice(), &access.kind().code()],
             )
             .await?;
             let Some(first) = rows.first() else {
@@ -279,7 +283,7 @@ impl SecretStore for PostgresStore {
             let deleted = execute(
                 client,
                 sql::DELETE_NAMESPACE,
-                &[&access.as_bytes().as_slice()],
+                &[&access.as_bytes().as_slice(), &access.kind().code()],
             )
             .await?;
             Ok(deleted > 0)
@@ -297,7 +301,12 @@ impl SecretStore for PostgresStore {
             let replaced = execute(
                 client,
                 sql::REPLACE_ACCESS_HASH,
-                &[&old.as_bytes().as_slice(), &new.as_bytes().as_slice()],
+                &[
+                    &old.as_bytes().as_slice(),
+                    &new.as_bytes().as_slice(),
+                    &old.kind().code(),
+                    &new.kind().code(),
+                ],
             )
             .await?;
             Ok(replaced > 0)
@@ -424,7 +433,7 @@ impl SecretStore for PostgresStore {
 }
 
 /// Runs `sql` (prepared once per connection, then cached) with `params`, and returns its rows.
-async fn query(
+pub(super) async fn query(
     client: &Client,
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
@@ -434,7 +443,7 @@ async fn query(
 }
 
 /// Runs `sql` as [`query`] does, for a statement that yields at most one row.
-async fn query_opt(
+pub(super) async fn query_opt(
     client: &Client,
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
@@ -444,7 +453,7 @@ async fn query_opt(
 }
 
 /// Runs `sql` as [`query`] does, for a statement that yields no rows: how many it changed.
-async fn execute(
+pub(super) async fn execute(
     client: &Client,
     sql: &str,
     params: &[&(dyn ToSql + Sync)],

@@ -14,6 +14,10 @@ pub(super) const CREATE_SCHEMA_MIGRATIONS: &str = "\
 
 pub(super) const RECORDED_MIGRATIONS: &str = "SELECT version FROM schema_migrations";
 
+// Whether the table exists at all (a database never migrated has none), without creating it.
+pub(super) const HAS_SCHEMA_MIGRATIONS: &str = "\
+    SELECT to_regclass('schema_migrations') IS NOT NULL";
+
 pub(super) const RECORD_MIGRATION: &str = "INSERT INTO schema_migrations (version) VALUES ($1)";
 
 // Transactions sent as one pipeline (see `port`'s `upsert_secret`).
@@ -25,20 +29,21 @@ pub(super) const COMMIT: &str = "COMMIT";
 // The port's statements, in the order of its methods.
 
 pub(super) const CREATE_NAMESPACES: &str = "\
-    INSERT INTO namespaces (id, access_hash, kek_id, wrapped_dek) \
-    SELECT * FROM unnest($1::uuid[], $2::bytea[], $3::text[], $4::bytea[])";
+    INSERT INTO namespaces (id, access_hash, kek_id, wrapped_dek, access_kind) \
+    SELECT * FROM unnest($1::uuid[], $2::bytea[], $3::text[], $4::bytea[], $5::smallint[])";
 
 pub(super) const FIND_NAMESPACE: &str = "\
-    SELECT id, kek_id, wrapped_dek FROM namespaces WHERE access_hash = $1";
+    SELECT id, kek_id, wrapped_dek FROM namespaces WHERE access_hash = $1 AND access_kind = $2";
 
 // The hot path. One statement, so one round trip and one snapshot: the namespace and its
 // secrets cannot disagree. The LEFT JOIN yields one row of NULL secret columns for an empty
-// namespace, and none at all for an unknown access hash.
+// namespace, and none at all for an unknown access hash. Every lookup by access hash matches
+// the key's kind too (migrations/postgres/0003_original_import.sql).
 pub(super) const READ_NAMESPACE: &str = "\
     SELECT n.id, n.kek_id, n.wrapped_dek, \
            s.name_index, s.name_ct, s.value_ct, s.created_at, s.updated_at \
     FROM namespaces n LEFT JOIN secrets s ON s.namespace_id = n.id \
-    WHERE n.access_hash = $1";
+    WHERE n.access_hash = $1 AND n.access_kind = $2";
 
 pub(super) const GET_SECRET: &str = "\
     SELECT name_index, name_ct, value_ct, created_at, updated_at \
@@ -103,11 +108,14 @@ pub(super) const DELETE_SECRET: &str = "\
     DELETE FROM secrets WHERE namespace_id = $1 AND name_index = $2";
 
 // The secrets go with the namespace through ON DELETE CASCADE, in the same statement.
-pub(super) const DELETE_NAMESPACE: &str = "DELETE FROM namespaces WHERE access_hash = $1";
+pub(super) const DELETE_NAMESPACE: &str = "\
+    DELETE FROM namespaces WHERE access_hash = $1 AND access_kind = $2";
 
-// A taken `new` violates the unique index: 23505, a Conflict.
+// A taken `new` violates the unique index: 23505, a Conflict. The new key's kind replaces the
+// old one's (rotating an imported namespace's key gives it a native one).
 pub(super) const REPLACE_ACCESS_HASH: &str = "\
-    UPDATE namespaces SET access_hash = $2 WHERE access_hash = $1";
+    UPDATE namespaces SET access_hash = $2, access_kind = $4 \
+    WHERE access_hash = $1 AND access_kind = $3";
 
 pub(super) const PING: &str = "SELECT 1";
 

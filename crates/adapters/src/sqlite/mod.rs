@@ -20,10 +20,13 @@
 //! - `connection`: what every connection is set up with, and creating the file;
 //! - `port`: the domain's [`SecretStore`] port, with `sql` its statements and `rows` the
 //!   mapping of rows to the port's types;
+//! - `import`: the domain's `ImportStore` port (`import-original`'s records and transactions),
+//!   with its own statements;
 //! - `error`: how a driver error becomes a [`StoreError`].
 
 mod connection;
 mod error;
+mod import;
 mod pool;
 mod port;
 mod rows;
@@ -40,7 +43,7 @@ use secrets_domain::ports::{SecretStore, StoreError};
 use self::pool::ReadPool;
 use self::writer::Writer;
 use crate::migrations;
-use crate::store::{MigrationReport, PoolStatus, Store, StoreOptions};
+use crate::store::{AppliedMigration, MigrationReport, PoolStatus, Store, StoreOptions};
 
 /// The SQLite store. Cloning is cheap: clones share one pool and one writer.
 #[derive(Clone)]
@@ -116,6 +119,24 @@ impl SqliteStore {
         Ok(plan.finish())
     }
 
+    /// The migrations the database has not recorded, without applying any.
+    pub async fn pending_migrations(&self) -> Result<Vec<AppliedMigration>, StoreError> {
+        self.reads
+            .run(|conn| {
+                let exists: bool =
+                    conn.query_row(sql::HAS_SCHEMA_MIGRATIONS, [], |row| row.get(0))?;
+                let recorded = if exists {
+                    conn.prepare(sql::RECORDED_MIGRATIONS)?
+                        .query_map([], |row| row.get::<_, i64>(0))?
+                        .collect::<Result<Vec<_>, _>>()?
+                } else {
+                    Vec::new()
+                };
+                Ok(migrations::plan(migrations::SQLITE, &recorded).pending())
+            })
+            .await
+    }
+
     /// Pool state for metrics.
     #[must_use]
     pub fn pool_status(&self) -> PoolStatus {
@@ -163,6 +184,12 @@ impl Store for SqliteStore {
 
     fn migrate(&self) -> impl Future<Output = Result<MigrationReport, StoreError>> + Send {
         SqliteStore::migrate(self)
+    }
+
+    fn pending_migrations(
+        &self,
+    ) -> impl Future<Output = Result<Vec<AppliedMigration>, StoreError>> + Send {
+        SqliteStore::pending_migrations(self)
     }
 
     fn pool_status(&self) -> PoolStatus {

@@ -33,6 +33,7 @@ impl SecretStore for SqliteStore {
                         ns.data_key.key_id.as_str(),
                         ns.data_key.ciphertext,
                         now,
+                        ns.access_hash.kind().code(),
                     ])?;
                 }
                 Ok(())
@@ -50,7 +51,10 @@ impl SecretStore for SqliteStore {
             .run(move |conn| {
                 Ok(conn
                     .prepare_cached(sql::FIND_NAMESPACE)?
-                    .query_row([access.as_bytes()], namespace_record)
+                    .query_row(
+                        params![access.as_bytes(), access.kind().code()],
+                        namespace_record,
+                    )
                     .optional()?)
             })
             .await
@@ -65,7 +69,7 @@ impl SecretStore for SqliteStore {
         self.reads
             .run(move |conn| {
                 let mut stmt = conn.prepare_cached(sql::READ_NAMESPACE)?;
-                let mut rows = stmt.query([access.as_bytes()])?;
+                let mut rows = stmt.query(params![access.as_bytes(), access.kind().code()])?;
                 let mut found: Option<(NamespaceRecord, Vec<StoredSecret>)> = None;
                 while let Some(row) = rows.next()? {
                     let (_, secrets) = match &mut found {
@@ -184,7 +188,7 @@ impl SecretStore for SqliteStore {
             .write(move |tx| {
                 let deleted = tx
                     .prepare_cached(sql::DELETE_NAMESPACE)?
-                    .execute([access.as_bytes()])?;
+                    .execute(params![access.as_bytes(), access.kind().code()])?;
                 Ok(deleted > 0)
             })
             .await
@@ -209,7 +213,12 @@ impl SecretStore for SqliteStore {
                 }
                 let replaced = tx
                     .prepare_cached(sql::REPLACE_ACCESS_HASH)?
-                    .execute([old.as_bytes(), new.as_bytes()])?;
+                    .execute(params![
+                        old.as_bytes(),
+                        new.as_bytes(),
+                        old.kind().code(),
+                        new.kind().code()
+                    ])?;
                 Ok(replaced > 0)
             })
             .await
@@ -322,7 +331,7 @@ impl SecretStore for SqliteStore {
 
 /// Fails with `NamespaceNotFound` unless namespace `ns` exists. Inside a write transaction
 /// this stays true until it commits.
-fn ensure_namespace(tx: &Connection, ns: NamespaceId) -> Result<(), Failure> {
+pub(super) fn ensure_namespace(tx: &Connection, ns: NamespaceId) -> Result<(), Failure> {
     let exists: bool = tx
         .prepare_cached(sql::NAMESPACE_EXISTS)?
         .query_row([ns.as_bytes()], |row| row.get(0))?;
@@ -335,7 +344,7 @@ fn ensure_namespace(tx: &Connection, ns: NamespaceId) -> Result<(), Failure> {
 
 /// Inserts or updates one secret in one statement; `true` when the name was new (see
 /// `sql::UPSERT_SECRET` for how the statement tells).
-fn upsert(
+pub(super) fn upsert(
     tx: &Connection,
     ns: NamespaceId,
     secret: &SealedSecret,
@@ -354,14 +363,14 @@ fn upsert(
     Ok(inserted)
 }
 
-fn count_secrets(tx: &Connection, ns: NamespaceId) -> Result<i64, Failure> {
+pub(super) fn count_secrets(tx: &Connection, ns: NamespaceId) -> Result<i64, Failure> {
     Ok(tx
         .prepare_cached(sql::COUNT_SECRETS)?
         .query_row([ns.as_bytes()], |row| row.get(0))?)
 }
 
 /// Every row `sql` yields for `params`, each read by `read`.
-fn all_rows<T>(
+pub(super) fn all_rows<T>(
     conn: &Connection,
     sql: &str,
     params: impl Params,

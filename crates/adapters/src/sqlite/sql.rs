@@ -13,6 +13,10 @@ pub(super) const CREATE_SCHEMA_MIGRATIONS: &str = "\
 
 pub(super) const RECORDED_MIGRATIONS: &str = "SELECT version FROM schema_migrations";
 
+// Whether the table exists at all (a database never migrated has none), without creating it.
+pub(super) const HAS_SCHEMA_MIGRATIONS: &str = "\
+    SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations')";
+
 pub(super) const RECORD_MIGRATION: &str = "\
     INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)";
 
@@ -36,21 +40,22 @@ pub(super) const UNDO_WRITE: &str = "ROLLBACK TO write; RELEASE write";
 // The port's statements, in the order of its methods.
 
 pub(super) const CREATE_NAMESPACE: &str = "\
-    INSERT INTO namespaces (id, access_hash, kek_id, wrapped_dek, created_at) \
-    VALUES (?1, ?2, ?3, ?4, ?5)";
+    INSERT INTO namespaces (id, access_hash, kek_id, wrapped_dek, created_at, access_kind) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 
 pub(super) const FIND_NAMESPACE: &str = "\
-    SELECT id, kek_id, wrapped_dek FROM namespaces WHERE access_hash = ?1";
+    SELECT id, kek_id, wrapped_dek FROM namespaces WHERE access_hash = ?1 AND access_kind = ?2";
 
 // The hot read. One statement is one snapshot: the namespace and its secrets are read
 // together, so a concurrent write is seen whole or not at all. The LEFT JOIN still yields the
-// namespace (with NULL secret columns) when it has no secrets.
+// namespace (with NULL secret columns) when it has no secrets. Every lookup by access hash
+// matches the key's kind too (migrations/sqlite/0003_original_import.sql).
 pub(super) const READ_NAMESPACE: &str = "\
     SELECT n.id, n.kek_id, n.wrapped_dek, \
            s.name_index, s.name_ct, s.value_ct, s.created_at, s.updated_at \
     FROM namespaces AS n \
     LEFT JOIN secrets AS s ON s.namespace_id = n.id \
-    WHERE n.access_hash = ?1 \
+    WHERE n.access_hash = ?1 AND n.access_kind = ?2 \
     ORDER BY s.name_index";
 
 pub(super) const GET_SECRET: &str = "\
@@ -87,13 +92,17 @@ pub(super) const DELETE_SECRET: &str = "\
 
 // The secrets go with it through ON DELETE CASCADE (foreign_keys is on for every connection),
 // in the same statement.
-pub(super) const DELETE_NAMESPACE: &str = "DELETE FROM namespaces WHERE access_hash = ?1";
+pub(super) const DELETE_NAMESPACE: &str = "\
+    DELETE FROM namespaces WHERE access_hash = ?1 AND access_kind = ?2";
 
 pub(super) const ACCESS_HASH_TAKEN: &str = "\
     SELECT EXISTS (SELECT 1 FROM namespaces WHERE access_hash = ?1)";
 
+// The new key's kind replaces the old one's (rotating an imported namespace's key gives it a
+// native one).
 pub(super) const REPLACE_ACCESS_HASH: &str = "\
-    UPDATE namespaces SET access_hash = ?2 WHERE access_hash = ?1";
+    UPDATE namespaces SET access_hash = ?2, access_kind = ?4 \
+    WHERE access_hash = ?1 AND access_kind = ?3";
 
 pub(super) const PING: &str = "SELECT 1";
 

@@ -13,9 +13,11 @@
 //! - [`namespaces`]: creating (one or many), reading, re-keying and deleting namespaces.
 //! - [`secrets`]: the secrets of one namespace: add or update, merge patch, list, read, delete.
 //! - [`operations`]: health, readiness, metrics and the OpenAPI document.
+//! - [`original`]: the original service's wire contract at the root (opt-in).
 
 pub mod namespaces;
 pub mod operations;
+pub mod original;
 pub mod secrets;
 
 use actix_web::web::Data;
@@ -31,12 +33,15 @@ pub struct AppState<S, C, R> {
     pub service: SecretsService<S, C, R>,
     /// How much of a request body is read, and for how long.
     pub body: BodyLimits,
+    /// Whether the original service's routes are served (`compat.original_routes`).
+    pub original_routes: bool,
 }
 
 type State<S, C, R> = Data<AppState<S, C, R>>;
 
 /// The access key's path parameter, as the OpenAPI document describes it.
-const ACCESS_KEY_PARAM: &str = "The namespace's access key (43 characters of base64url).";
+const ACCESS_KEY_PARAM: &str = "The namespace's access key: 43 characters of base64url, or an \
+    imported namespace's 21 characters of A-Z a-z 0-9 _ -.";
 
 /// Any route that does not exist.
 pub async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {

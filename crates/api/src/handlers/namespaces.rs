@@ -101,6 +101,16 @@ pub struct AccessKeysBody {
     pub access_keys: Vec<String>,
 }
 
+impl AccessKeysBody {
+    /// The body of new namespaces' keys.
+    #[must_use]
+    pub fn of(keys: &[AccessKey]) -> Self {
+        Self {
+            access_keys: keys.iter().map(|key| key.expose().to_string()).collect(),
+        }
+    }
+}
+
 /// Every secret of a namespace as one flat JSON object of name to value, serialised straight
 /// from the decrypted pairs without an intermediate map.
 #[derive(ToSchema)]
@@ -175,9 +185,7 @@ pub async fn create_namespaces<S: SecretStore, C: Envelope, R: Random>(
     let body = body::read_json(&req, payload, state.body, Accept::Json).await?;
     let count = parse_bulk(&body)?;
     let keys = state.service.create_namespaces(count).await?;
-    Ok(HttpResponse::Created().json(AccessKeysBody {
-        access_keys: keys.iter().map(|key| key.expose().to_string()).collect(),
-    }))
+    Ok(HttpResponse::Created().json(AccessKeysBody::of(&keys)))
 }
 
 /// Reads every secret of a namespace, as one flat object of name to value.

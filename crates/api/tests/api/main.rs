@@ -14,6 +14,7 @@ mod helpers;
 mod keys;
 mod lifecycle;
 mod operability;
+mod original;
 mod security;
 mod slow_bodies;
 mod tls;
