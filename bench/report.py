@@ -123,6 +123,16 @@ def main():
         if health and read:
             info.append(f"- {system}: READ is {fmt(read / health, 2)}x of its bare HTTP ceiling "
                         f"(HEALTH {fmt(health)} req/s)")
+    for system in ("svc-pg", "svc-sqlite"):
+        full, cond = rps(system, "READ"), rps(system, "READ-304")
+        cpu_full, cpu_cond = get(system, "READ", "cpu_us_per_req"), get(system, "READ-304", "cpu_us_per_req")
+        if full and cond:
+            cpu = ""
+            if cpu_full and cpu_cond:
+                cpu = (f"; server CPU {fmt(cpu_cond)} vs {fmt(cpu_full)} us per request "
+                       f"({fmt(cpu_cond / cpu_full, 2)}x)")
+            info.append(f"- {system}: conditional READ (every answer 304) is {fmt(cond / full, 2)}x "
+                        f"the requests/s of the full READ ({fmt(cond)} vs {fmt(full)}){cpu}")
     if info:
         print("Context:\n")
         print("\n".join(info))

@@ -8,6 +8,8 @@
 #               writes, and the service's own read statement on its seeded database
 # with one load generator (wrk) for every HTTP system:
 #   READ    GET a random namespace among N, each holding SECRETS secrets of VALUE_BYTES bytes
+#   READ-304  (this service only) the same GET with If-None-Match holding the namespace's
+#           current ETag: every answer is 304, measured right after READ, before any write
 #   WRITE   update one existing secret of a random namespace
 #   CREATE  create a namespace (OpenBao: a new KV path)
 #   HEALTH  the HTTP stack alone (GET /healthz, GET /v1/sys/health)
@@ -308,10 +310,11 @@ print(f"{pick(0.50):.2f} {pick(0.99):.2f}")')"
     "${tps:-n/a}" "${pcts% *}" "${pcts#* }" "${failed:-0}" "$load1")"
 }
 
-seed_svc() { # LABEL NAMESPACES SECRETS KEYS_FILE
-  local label="$1" n="$2" s="$3" keys="$4" result
+seed_svc() { # LABEL NAMESPACES SECRETS KEYS_FILE [ETAGS_FILE]
+  local label="$1" n="$2" s="$3" keys="$4" etags=() result
+  [[ -n "${5:-}" ]] && etags=(--etags "$5")
   result="$(python3 "$HERE/seed.py" svc --url "http://$HOST:$SVC_PORT" --token "$TOKEN" \
-    --namespaces "$n" --secrets "$s" --value-bytes "$VALUE_BYTES" --out "$keys")" \
+    --namespaces "$n" --secrets "$s" --value-bytes "$VALUE_BYTES" --out "$keys" "${etags[@]}")" \
     || die "seeding $label failed"
   printf '%s\t%s\n' "$label" "$result" >>"$SEEDS"
   log "seeded $label: $result"
@@ -330,9 +333,21 @@ seed_in_process() {
 }
 
 # ------------------------------------------------------------------------------------ systems
-svc_suite() { # SYSTEM KEYS_FILE
-  local system="$1" keys="$2" base="http://$HOST:$SVC_PORT"
+# check_304 ETAGS_FILE: the first namespace's tag, sent back, answers 304 (the conditional READ
+# measures what it means to).
+check_304() {
+  local key etag code
+  read -r key etag <"$1"
+  code="$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" \
+    -H "If-None-Match: $etag" "http://$HOST:$SVC_PORT/namespaces/$key")"
+  [[ "$code" == 304 ]] || die "a conditional READ answered $code, not 304"
+}
+
+svc_suite() { # SYSTEM KEYS_FILE ETAGS_FILE
+  local system="$1" keys="$2" etags="$3" base="http://$HOST:$SVC_PORT"
   KEYS_FILE="$keys" measure "$system" READ "$base/namespaces" svc_read.lua
+  check_304 "$etags"
+  ETAGS_FILE="$etags" measure "$system" READ-304 "$base/namespaces" svc_read_conditional.lua
   KEYS_FILE="$keys" measure "$system" WRITE "$base/namespaces" svc_write.lua
   measure "$system" CREATE "$base/namespaces" svc_create.lua
   measure "$system" HEALTH "$base/healthz" ""
@@ -343,10 +358,10 @@ run_svc_pg() {
   recreate_db "$DB_SVC"
   SERVER_DB="$DB_SVC"
   start_svc svc-pg "$(pg_url "$DB_SVC")" "$KEK"
-  seed_svc "svc-pg N=$N x $SECRETS" "$N" "$SECRETS" "$WORK/keys-svc-pg.txt"
+  seed_svc "svc-pg N=$N x $SECRETS" "$N" "$SECRETS" "$WORK/keys-svc-pg.txt" "$WORK/etags-svc-pg.txt"
   psql_db "$DB_SVC" -c "VACUUM ANALYZE namespaces, secrets" >/dev/null
   want_profile && profile svc-pg-READ "$WORK/keys-svc-pg.txt" svc_read.lua
-  svc_suite svc-pg "$WORK/keys-svc-pg.txt"
+  svc_suite svc-pg "$WORK/keys-svc-pg.txt" "$WORK/etags-svc-pg.txt"
   stop_server
   SERVER_DB=""
   # PostgreSQL alone, running the service's read statement on the same data.
@@ -365,10 +380,11 @@ run_svc_sqlite() {
   log "=== this service on SQLite ==="
   rm -rf "$SQLITE_DIR"; mkdir -p "$SQLITE_DIR"
   start_svc svc-sqlite "sqlite://$SQLITE_DIR/secrets.db" "$KEK" "$SQLITE_POOL_SIZE"
-  seed_svc "svc-sqlite N=$N x $SECRETS" "$N" "$SECRETS" "$WORK/keys-svc-sqlite.txt"
+  seed_svc "svc-sqlite N=$N x $SECRETS" "$N" "$SECRETS" "$WORK/keys-svc-sqlite.txt" \
+    "$WORK/etags-svc-sqlite.txt"
   want_profile && profile svc-sqlite-READ "$WORK/keys-svc-sqlite.txt" svc_read.lua
   want_profile && profile svc-sqlite-WRITE "$WORK/keys-svc-sqlite.txt" svc_write.lua
-  svc_suite svc-sqlite "$WORK/keys-svc-sqlite.txt"
+  svc_suite svc-sqlite "$WORK/keys-svc-sqlite.txt" "$WORK/etags-svc-sqlite.txt"
   stop_server
   # SQLite keeps a page cache per connection: the pool size is what the server's memory follows.
   local pool

@@ -4,11 +4,13 @@
 Nothing is written to a database directly: this service wraps every namespace's data key under
 its KEK and encrypts every name and value, so only the service itself can write its rows.
 
-  seed.py svc  --url URL --token T --namespaces N --secrets S --out KEYS_FILE
+  seed.py svc  --url URL --token T --namespaces N --secrets S --out KEYS_FILE [--etags FILE]
       creates N namespaces with POST /namespaces/bulk (500 per call, several calls in flight),
       then gives each S secrets of VALUE_BYTES bytes (KEY_0 .. KEY_<S-1>) with one
       PATCH /namespaces/{accessKey} per namespace (a JSON merge patch: one transaction), and
-      writes their access keys to KEYS_FILE (mode 0600), one per line.
+      writes their access keys to KEYS_FILE (mode 0600), one per line. With --etags, also
+      writes "<access key> <ETag>" per line to FILE (mode 0600): each namespace's entity tag as
+      its PATCH answered it, for the conditional READ.
   seed.py bao  --url URL --token T --namespaces N --secrets S
       writes N KV v2 secrets ns-1 .. ns-N of S fields each (POST /v1/secret/data/ns-<i>).
 
@@ -32,6 +34,7 @@ class Connection:
     def __init__(self, host, port):
         self.host, self.port = host, port
         self.reader = self.writer = None
+        self.etag = None  # the ETag of the last answer, if it had one
 
     async def _open(self):
         self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
@@ -53,6 +56,7 @@ class Connection:
             raise ConnectionError("connection closed")
         status = int(status_line.split()[1])
         length, chunked, close = 0, False, False
+        self.etag = None
         while True:
             line = await self.reader.readline()
             if line in (b"\r\n", b"\n", b""):
@@ -65,6 +69,8 @@ class Connection:
                 chunked = True
             elif name == "connection" and value.lower() == "close":
                 close = True
+            elif name == "etag":
+                self.etag = value
         if chunked:
             parts = []
             while True:
@@ -145,10 +151,12 @@ async def seed_svc(args):
     values = value_pool(4096, args.value_bytes)
     patch_headers = {**auth, "Content-Type": "application/merge-patch+json"}
     rng = random.Random(1)
+    etags = {}
 
     async def fill(conn, key):
         patch = {f"KEY_{k}": rng.choice(values) for k in range(args.secrets)}
         await call(conn, "PATCH", f"/namespaces/{key}", patch_headers, json.dumps(patch).encode())
+        etags[key] = conn.etag
 
     if args.secrets > 0:
         await run_pool(conns, keys, fill)
@@ -160,6 +168,13 @@ async def seed_svc(args):
     os.fchmod(fd, 0o600)  # also when the file was there already
     with os.fdopen(fd, "w") as f:
         f.write("\n".join(keys) + "\n")
+    if args.etags:
+        if args.secrets == 0 or any(etags.get(k) is None for k in keys):
+            raise SystemExit("--etags needs --secrets > 0: the tags come from the PATCH answers")
+        fd = os.open(args.etags, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write("".join(f"{k} {etags[k]}\n" for k in keys))
     create_s = t_created - t0
     fill_s = t_filled - t_created
     print(json.dumps({
@@ -203,6 +218,7 @@ def main():
     p.add_argument("--create-conns", type=int, default=4)
     p.add_argument("--mount", default="secret")
     p.add_argument("--out")
+    p.add_argument("--etags")
     args = p.parse_args()
     if args.system == "svc":
         if not args.out:

@@ -33,6 +33,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         sql: include_str!("../../../migrations/postgres/0001_init.sql"),
     },
     Migration {
+        version: 2,
+        name: "revisions",
+        sql: include_str!("../../../migrations/postgres/0002_revisions.sql"),
+    },
+    Migration {
         version: 3,
         name: "original_import",
         sql: include_str!("../../../migrations/postgres/0003_original_import.sql"),
@@ -45,6 +50,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         version: 1,
         name: "init",
         sql: include_str!("../../../migrations/sqlite/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "revisions",
+        sql: include_str!("../../../migrations/sqlite/0002_revisions.sql"),
     },
     Migration {
         version: 3,

@@ -36,6 +36,8 @@ mod fixtures;
 mod import;
 #[path = "common/sqlite_file.rs"]
 mod sqlite_file;
+#[path = "common/unconditional.rs"]
+mod unconditional;
 
 use std::time::Duration;
 
@@ -78,13 +80,21 @@ macro_rules! conformance_suite {
                     namespaces_are_counted_by_the_key_id_wrapping_their_data_key,
                     wrapped_keys_not_under_the_active_key_are_paged_in_id_order,
                     replacing_wrapped_keys_is_a_compare_and_swap,
+                    revisions_start_at_one_and_move_with_every_write,
+                    revisions_move_with_every_delete_and_access_key_rotation,
+                    a_kek_rotation_changes_no_revision_and_no_version,
+                    a_guarded_upsert_writes_only_when_its_precondition_holds,
+                    conditional_patches_and_deletes_compare_with_the_current_revision,
                     ping_answers;
                 concurrent:
                     concurrent_upserts_of_one_name_leave_one_secret,
                     concurrent_inserts_never_pass_the_limit,
                     concurrent_patches_never_pass_the_limit,
                     concurrent_creates_of_one_access_hash_create_it_once,
-                    concurrent_key_checks_for_one_key_id_keep_one;
+                    concurrent_key_checks_for_one_key_id_keep_one,
+                    of_many_writers_holding_one_version_exactly_one_wins,
+                    of_many_creators_of_one_absent_name_exactly_one_wins,
+                    of_many_patches_holding_one_revision_exactly_one_wins;
                 import:
                     an_access_hash_finds_only_a_namespace_of_its_own_kind,
                     rotating_an_imported_key_gives_the_namespace_a_native_one,

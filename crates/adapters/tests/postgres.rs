@@ -5,9 +5,13 @@
 //! Each test that needs a database gets one of its own ([`TestDatabase`]), dropped when the
 //! test ends.
 
+#[path = "common/unconditional.rs"]
+mod unconditional;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use self::unconditional::Unconditional as _;
 use secrets_domain::model::{KeyId, NamespaceId};
 use secrets_domain::ports::{
     NameIndex, NewNamespace, SealedSecret, SecretStore, StoreError, Upserted, WrappedKey,
@@ -236,7 +240,7 @@ async fn an_operation_that_overruns_the_timeout_is_unavailable_and_writes_nothin
         store_with_a_locked_namespace(&database, Duration::from_millis(700)).await;
 
     let start = Instant::now();
-    assert_unavailable(&store.upsert_secret(ns.id, &secret(), 10).await);
+    assert_unavailable(&store.upsert(ns.id, &secret(), 10).await);
     assert!(start.elapsed() < Duration::from_secs(2));
     // Two deadlines race here, both the store's timeout: ours, which closes the connection so
     // that it leaves the pool, and the server's (`statement_timeout`), which cancels the lock
@@ -278,10 +282,7 @@ async fn an_operation_that_overruns_the_timeout_is_unavailable_and_writes_nothin
         None
     );
     assert_eq!(
-        store
-            .upsert_secret(ns.id, &secret(), 10)
-            .await
-            .expect("upsert"),
+        store.upsert(ns.id, &secret(), 10).await.expect("upsert"),
         Upserted::Created
     );
 }
@@ -293,7 +294,7 @@ async fn writes_abandoned_at_the_timeout_stop_waiting_on_the_server_too() {
     // Another session holds the namespace's lock for as long as this test wants.
     let (store, ns, blocker) = store_with_a_locked_namespace(&database, timeout).await;
     for _ in 0..3 {
-        assert_unavailable(&store.upsert_secret(ns.id, &secret(), 10).await);
+        assert_unavailable(&store.upsert(ns.id, &secret(), 10).await);
     }
 
     // The server does not see the store close a connection while the session waits for a
@@ -403,10 +404,7 @@ async fn the_pool_recovers_by_itself_when_the_database_comes_back() {
         .expect("bind again");
     let running = proxy(listener, target);
     assert_eq!(
-        store
-            .upsert_secret(ns.id, &secret(), 10)
-            .await
-            .expect("upsert"),
+        store.upsert(ns.id, &secret(), 10).await.expect("upsert"),
         Upserted::Created
     );
     let (_, secrets) = store
@@ -433,4 +431,75 @@ async fn the_pool_reports_its_connections() {
             waiting: 0
         }
     );
+}
+
+/// A database that 0001 made and filled (an older binary, or anything that writes rows without
+/// naming the new columns, such as an import) is migrated to revisions in place: its namespaces
+/// start at revision 1 and its secrets at version 1, both valid, and the next write moves on.
+#[tokio::test]
+async fn rows_written_before_revisions_existed_start_at_a_valid_revision() {
+    let database = TestDatabase::create().await;
+    let client = connect(&database).await;
+    client
+        .batch_execute(concat!(
+            "CREATE TABLE schema_migrations (version bigint PRIMARY KEY, \
+             applied_at timestamptz NOT NULL DEFAULT now());",
+            include_str!("../../../migrations/postgres/0001_init.sql"),
+            "INSERT INTO schema_migrations (version) VALUES (1);"
+        ))
+        .await
+        .expect("the schema as 0001 left it");
+    let ns = namespace();
+    let old = secret();
+    client
+        .execute(
+            "INSERT INTO namespaces (id, access_hash, kek_id, wrapped_dek) VALUES ($1, $2, $3, $4)",
+            &[
+                &ns.id.as_uuid(),
+                &ns.access_hash.as_bytes().as_slice(),
+                &ns.data_key.key_id.as_str(),
+                &ns.data_key.ciphertext,
+            ],
+        )
+        .await
+        .expect("a namespace");
+    client
+        .execute(
+            "INSERT INTO secrets (namespace_id, name_index, name_ct, value_ct, created_at, \
+             updated_at) VALUES ($1, $2, $3, $4, now(), now())",
+            &[
+                &ns.id.as_uuid(),
+                &old.index.0.as_slice(),
+                &old.name,
+                &old.value,
+            ],
+        )
+        .await
+        .expect("a secret");
+
+    let store =
+        PostgresStore::new(database.url(), options(2, Duration::from_secs(10))).expect("pool");
+    let report = store.migrate().await.expect("migrate");
+    assert!(
+        report.applied.iter().any(|m| m.version == 2),
+        "the revisions' migration ran"
+    );
+    let (id, revision) = store
+        .find_revision(&ns.access_hash)
+        .await
+        .expect("find")
+        .expect("the namespace is there");
+    assert_eq!((id, revision.get()), (ns.id, 1));
+    let stored = store.get_secret(ns.id, &old.index).await.expect("get");
+    assert_eq!(stored.map(|s| s.version.get()), Some(1));
+    let written = store
+        .upsert_secret(
+            ns.id,
+            &secret(),
+            10,
+            &secrets_domain::ports::Guard::default(),
+        )
+        .await
+        .expect("a write");
+    assert_eq!(written.revision.get(), 2);
 }

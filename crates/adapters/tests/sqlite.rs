@@ -8,10 +8,13 @@
 // A test crate's root looks for modules beside it, hence the path.
 #[path = "common/sqlite_file.rs"]
 mod sqlite_file;
+#[path = "common/unconditional.rs"]
+mod unconditional;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use self::unconditional::Unconditional as _;
 use secrets_adapters::StoreOptions;
 use secrets_adapters::sqlite::SqliteStore;
 use secrets_domain::model::{AccessKeyHash, KeyId, NamespaceId};
@@ -160,7 +163,7 @@ async fn the_file_and_its_directory_are_created_and_data_survives_reopening() {
             .await
             .expect("create");
         store
-            .upsert_secret(ns.id, &secret(1, "v1"), 10)
+            .upsert(ns.id, &secret(1, "v1"), 10)
             .await
             .expect("upsert");
         store
@@ -204,7 +207,7 @@ async fn migrating_twice_changes_nothing() {
     let db = TempDb::new();
     let (store, ns) = open_with_namespace(&db).await;
     store
-        .upsert_secret(ns.id, &secret(1, "v"), 10)
+        .upsert(ns.id, &secret(1, "v"), 10)
         .await
         .expect("upsert");
     store.migrate().await.expect("second migrate");
@@ -245,7 +248,7 @@ async fn secrets_round_trip_with_their_timestamps() {
     let (store, ns) = open_with_namespace(&db).await;
     let upsert = |n, value| {
         let store = store.clone();
-        async move { store.upsert_secret(ns.id, &secret(n, value), 10).await }
+        async move { store.upsert(ns.id, &secret(n, value), 10).await }
     };
     let get = |n| {
         let store = store.clone();
@@ -279,7 +282,7 @@ async fn secrets_round_trip_with_their_timestamps() {
 
     let delete = |n| {
         let store = store.clone();
-        async move { store.delete_secret(ns.id, &index(n)).await.expect("delete") }
+        async move { store.delete(ns.id, &index(n)).await.expect("delete") }
     };
     assert!(delete(2).await);
     assert!(!delete(2).await, "already gone");
@@ -293,19 +296,14 @@ async fn writes_to_a_missing_namespace_are_refused() {
     let store = open(&db).await;
     let missing = NamespaceId::from_uuid(Uuid::new_v4());
     assert!(matches!(
-        store.upsert_secret(missing, &secret(1, "a"), 10).await,
+        store.upsert(missing, &secret(1, "a"), 10).await,
         Err(StoreError::NamespaceNotFound)
     ));
     assert!(matches!(
-        store.apply_patch(missing, &[secret(1, "a")], &[], 10).await,
+        store.patch(missing, &[secret(1, "a")], &[], 10).await,
         Err(StoreError::NamespaceNotFound)
     ));
-    assert!(
-        !store
-            .delete_secret(missing, &index(1))
-            .await
-            .expect("delete")
-    );
+    assert!(!store.delete(missing, &index(1)).await.expect("delete"));
 }
 
 #[tokio::test]
@@ -314,13 +312,13 @@ async fn a_patch_is_applied_whole_or_not_at_all() {
     let (store, ns) = open_with_namespace(&db).await;
     for n in 1..=3 {
         store
-            .upsert_secret(ns.id, &secret(n, "old"), 3)
+            .upsert(ns.id, &secret(n, "old"), 3)
             .await
             .expect("insert");
     }
 
     let after = store
-        .apply_patch(
+        .patch(
             ns.id,
             &[secret(1, "new"), secret(4, "four")],
             &[index(2), index(9)],
@@ -349,7 +347,7 @@ async fn a_patch_is_applied_whole_or_not_at_all() {
 
     // Growing past the limit fails and leaves everything as it was.
     let err = store
-        .apply_patch(ns.id, &[secret(1, "lost"), secret(5, "five")], &[], 3)
+        .patch(ns.id, &[secret(1, "lost"), secret(5, "five")], &[], 3)
         .await
         .expect_err("full");
     assert!(matches!(err, StoreError::NamespaceFull));
@@ -365,7 +363,7 @@ async fn a_patch_is_applied_whole_or_not_at_all() {
 
     // Shrinking an over-full namespace (the limit was lowered) is allowed.
     let shrunk = store
-        .apply_patch(ns.id, &[secret(1, "x")], &[index(3)], 1)
+        .patch(ns.id, &[secret(1, "x")], &[index(3)], 1)
         .await
         .expect("shrink");
     assert_eq!(shrunk.len(), 2);
@@ -376,18 +374,13 @@ async fn deleting_a_namespace_deletes_its_secrets() {
     let db = TempDb::new();
     let (store, ns) = open_with_namespace(&db).await;
     store
-        .upsert_secret(ns.id, &secret(1, "a"), 10)
+        .upsert(ns.id, &secret(1, "a"), 10)
         .await
         .expect("insert");
-    assert!(
-        store
-            .delete_namespace(&ns.access_hash)
-            .await
-            .expect("delete")
-    );
+    assert!(store.drop_namespace(&ns.access_hash).await.expect("delete"));
     assert!(
         !store
-            .delete_namespace(&ns.access_hash)
+            .drop_namespace(&ns.access_hash)
             .await
             .expect("delete again")
     );
@@ -458,12 +451,7 @@ async fn an_access_hash_is_replaced_atomically() {
         .expect("create");
     let new = namespace("x").access_hash;
 
-    assert!(
-        store
-            .replace_access_hash(&a.access_hash, &new)
-            .await
-            .expect("replace")
-    );
+    assert!(store.rehash(&a.access_hash, &new).await.expect("replace"));
     assert!(
         store
             .find_namespace(&a.access_hash)
@@ -482,12 +470,12 @@ async fn an_access_hash_is_replaced_atomically() {
     );
     assert!(
         !store
-            .replace_access_hash(&a.access_hash, &namespace("y").access_hash)
+            .rehash(&a.access_hash, &namespace("y").access_hash)
             .await
             .expect("gone")
     );
     assert!(matches!(
-        store.replace_access_hash(&new, &b.access_hash).await,
+        store.rehash(&new, &b.access_hash).await,
         Err(StoreError::Conflict)
     ));
     assert_eq!(
@@ -600,12 +588,9 @@ async fn concurrent_writers_lose_no_acknowledged_write() {
             for i in 0..50u32 {
                 // Every task also rewrites one shared name, so updates contend as well.
                 let own = secret(task * 1_000 + i, &format!("{task}-{i}"));
+                store.upsert(ns.id, &own, 10_000).await.expect("upsert");
                 store
-                    .upsert_secret(ns.id, &own, 10_000)
-                    .await
-                    .expect("upsert");
-                store
-                    .upsert_secret(ns.id, &secret(999_999, &format!("{task}-{i}")), 10_000)
+                    .upsert(ns.id, &secret(999_999, &format!("{task}-{i}")), 10_000)
                     .await
                     .expect("upsert shared");
             }
@@ -651,7 +636,7 @@ async fn writes_committed_together_succeed_or_fail_each_on_its_own() {
                 (
                     n,
                     store
-                        .upsert_secret(target, &secret(n, &format!("v{n}")), 1_000)
+                        .upsert(target, &secret(n, &format!("v{n}")), 1_000)
                         .await,
                 )
             })
@@ -680,7 +665,7 @@ async fn the_limit_is_exact_under_concurrent_inserts() {
     let tasks: Vec<_> = (0..40u32)
         .map(|n| {
             let store = store.clone();
-            tokio::spawn(async move { store.upsert_secret(ns.id, &secret(n, "v"), 10).await })
+            tokio::spawn(async move { store.upsert(ns.id, &secret(n, "v"), 10).await })
         })
         .collect();
     let (mut created, mut full) = (0, 0);
@@ -702,10 +687,7 @@ async fn the_limit_is_exact_under_concurrent_inserts() {
     let mut again = secrets[0].sealed.clone();
     again.value = b"updated".to_vec();
     assert_eq!(
-        store
-            .upsert_secret(ns.id, &again, 10)
-            .await
-            .expect("update"),
+        store.upsert(ns.id, &again, 10).await.expect("update"),
         Upserted::Updated
     );
 }
@@ -740,7 +722,7 @@ async fn a_write_lock_held_past_the_timeout_is_unavailable_and_then_recovers() {
     .await
     .expect("locker");
     let err = store
-        .upsert_secret(ns.id, &secret(1, "a"), 10)
+        .upsert(ns.id, &secret(1, "a"), 10)
         .await
         .expect_err("busy");
     assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
@@ -756,9 +738,64 @@ async fn a_write_lock_held_past_the_timeout_is_unavailable_and_then_recovers() {
     drop(locker);
     assert_eq!(
         store
-            .upsert_secret(ns.id, &secret(1, "a"), 10)
+            .upsert(ns.id, &secret(1, "a"), 10)
             .await
             .expect("recovered"),
         Upserted::Created
     );
+}
+
+/// As on PostgreSQL: a file that 0001 made and filled is migrated to revisions in place, its
+/// namespaces at revision 1 and its secrets at version 1, and the next write moves on.
+#[tokio::test]
+async fn rows_written_before_revisions_existed_start_at_a_valid_revision() {
+    let db = TempDb::new();
+    let ns = namespace("kek-a");
+    let old = secret(1, "old");
+    {
+        let conn = rusqlite::Connection::open(db.path()).expect("open");
+        conn.execute_batch(concat!(
+            "CREATE TABLE schema_migrations (version INTEGER NOT NULL PRIMARY KEY, \
+             applied_at INTEGER NOT NULL) STRICT;",
+            include_str!("../../../migrations/sqlite/0001_init.sql"),
+            "INSERT INTO schema_migrations (version, applied_at) VALUES (1, 0);"
+        ))
+        .expect("the schema as 0001 left it");
+        conn.execute(
+            "INSERT INTO namespaces (id, access_hash, kek_id, wrapped_dek, created_at) \
+             VALUES (?1, ?2, ?3, ?4, 0)",
+            rusqlite::params![
+                ns.id.as_bytes(),
+                ns.access_hash.as_bytes(),
+                ns.data_key.key_id.as_str(),
+                ns.data_key.ciphertext
+            ],
+        )
+        .expect("a namespace");
+        conn.execute(
+            "INSERT INTO secrets (namespace_id, name_index, name_ct, value_ct, created_at, \
+             updated_at) VALUES (?1, ?2, ?3, ?4, 0, 0)",
+            rusqlite::params![ns.id.as_bytes(), old.index.0, old.name, old.value],
+        )
+        .expect("a secret");
+    }
+    let store = open(&db).await;
+    let (id, revision) = store
+        .find_revision(&ns.access_hash)
+        .await
+        .expect("find")
+        .expect("the namespace is there");
+    assert_eq!((id, revision.get()), (ns.id, 1));
+    let stored = store.get_secret(ns.id, &old.index).await.expect("get");
+    assert_eq!(stored.map(|s| s.version.get()), Some(1));
+    let written = store
+        .upsert_secret(
+            ns.id,
+            &secret(2, "new"),
+            10,
+            &secrets_domain::ports::Guard::default(),
+        )
+        .await
+        .expect("a write");
+    assert_eq!(written.revision.get(), 2);
 }

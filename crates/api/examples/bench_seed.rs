@@ -68,7 +68,8 @@ use secrets_api::keys::ResolvedKeys;
 use secrets_api::startup::Service;
 use secrets_domain::ports::{Envelope as _, NamespaceKeys as _, Random as _};
 use secrets_domain::{
-    AccessKey, BulkCount, Limits, NamespaceId, PatchChange, SecretName, SecretValue,
+    AccessKey, BulkCount, Condition, Conditional, Limits, NamespaceId, PatchChange, SecretName,
+    SecretValue,
 };
 use tokio::task::JoinSet;
 use tokio_postgres::NoTls;
@@ -646,7 +647,8 @@ async fn use_case_task(service: Arc<Seeder>, plan: Arc<Plan>) -> Result<(), Stri
             .map_err(|e| format!("creating namespaces {first}..: {}", chain(&e)))?;
         let mut keys = Vec::with_capacity(created.len());
         let mut samples = Vec::new();
-        for (number, key) in (first..).zip(&created) {
+        for (number, issued) in (first..).zip(&created) {
+            let key = &issued.access_key;
             let values = plan.values(&random)?;
             if !plan.names.is_empty() {
                 let changes: Vec<PatchChange> = plan
@@ -656,7 +658,7 @@ async fn use_case_task(service: Arc<Seeder>, plan: Arc<Plan>) -> Result<(), Stri
                     .zip(values.iter().cloned().map(Some))
                     .collect();
                 service
-                    .patch(key, &changes)
+                    .patch(key, &changes, &Condition::default())
                     .await
                     .map_err(|e| format!("filling namespace {number}: {}", chain(&e)))?;
             }
@@ -682,9 +684,12 @@ async fn verify(service: &Seeder, samples: &[Sample]) -> Result<(), String> {
     for (i, sample) in samples.iter().enumerate() {
         let key = AccessKey::parse(&sample.key).map_err(|e| format!("sample {i}: {e}"))?;
         let read = service
-            .read_all(&key)
+            .read_all(&key, &Condition::default())
             .await
             .map_err(|e| format!("reading sample {i} back: {}", chain(&e)))?;
+        let Conditional::Read(read) = read.value else {
+            return Err(format!("sample {i}: an unconditional read answered 304"));
+        };
         let mut expected = sample.secrets.clone();
         expected.sort_by(|a, b| a.0.cmp(&b.0));
         if read != expected {

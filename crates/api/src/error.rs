@@ -35,6 +35,8 @@ pub enum ErrorCode {
     RequestTimeout,
     /// 409: the namespace holds its maximum number of secrets.
     NamespaceFull,
+    /// 412: `If-Match` or `If-None-Match` did not hold; nothing was changed.
+    PreconditionFailed,
     /// 413: the body, or a value, is over its limit.
     PayloadTooLarge,
     /// 415: the body is not sent as a media type the route accepts.
@@ -61,6 +63,7 @@ impl ErrorCode {
             Self::MethodNotAllowed => "method_not_allowed",
             Self::RequestTimeout => "request_timeout",
             Self::NamespaceFull => "namespace_full",
+            Self::PreconditionFailed => "precondition_failed",
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::IntegrityError => "integrity_error",
@@ -337,20 +340,26 @@ impl From<DomainError> for ApiError {
     fn from(error: DomainError) -> Self {
         match error {
             DomainError::NamespaceNotFound => Self::namespace_not_found(),
-            DomainError::SecretNotFound => Self::new(
+            DomainError::SecretNotFound { .. } => Self::new(
                 StatusCode::NOT_FOUND,
                 ErrorCode::SecretNotFound,
                 "the namespace has no secret of that name",
             ),
-            DomainError::NamespaceFull { limit } => Self::new(
+            DomainError::NamespaceFull { limit, .. } => Self::new(
                 StatusCode::CONFLICT,
                 ErrorCode::NamespaceFull,
                 format!("the namespace already holds its maximum of {limit} secrets"),
             ),
-            DomainError::ValueTooLarge { limit } => Self::new(
+            DomainError::ValueTooLarge { limit, .. } => Self::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 ErrorCode::PayloadTooLarge,
                 format!("value: larger than the limit of {limit} bytes"),
+            ),
+            DomainError::PreconditionFailed { .. } => Self::new(
+                StatusCode::PRECONDITION_FAILED,
+                ErrorCode::PreconditionFailed,
+                "the resource is not in the state If-Match or If-None-Match requires; nothing \
+                 was changed",
             ),
             DomainError::Integrity { namespace } => {
                 tracing::error!(

@@ -22,6 +22,8 @@
 //! - [`body`]: reading a request body (size, time, media type) and decoding it into its derived
 //!   type with fixed sentences that never echo input.
 //! - [`path`]: path parameters, percent-decoded strictly.
+//! - [`conditional`]: `If-Match` and `If-None-Match` read strictly, and the `ETag`, 304 and 412
+//!   answers (RFC 9110).
 //! - [`auth`]: the service-token middleware (constant-time comparison).
 //! - [`error`]: [`ErrorCode`], [`ApiError`] and the exhaustive mapping of domain errors to
 //!   SPEC 3.4.
@@ -38,6 +40,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod conditional;
 pub mod error;
 pub mod handlers;
 pub mod import;

@@ -40,7 +40,11 @@ pub const SECURITY_SCHEME: &str = "serviceToken";
             route under `/namespaces`, `/metrics`, and the compatibility routes tagged \
             `original`, needs `Authorization: Bearer <service token>`. Every error is `{\"error\": {\"code\", \"message\"}}`; a route that exists \
             answers another method with 405 `method_not_allowed`, and an unknown route is 404 \
-            `not_found`. Every response carries an `X-Request-Id`."
+            `not_found`. Every response carries an `X-Request-Id`. Reads answer with a strong `ETag`; \
+            `If-None-Match` makes a read answer 304 when nothing changed, and `If-Match` / \
+            `If-None-Match` make a write answer 412 `precondition_failed` (changing nothing) \
+            when the resource is not in the state they name. A request with neither is \
+            unconditional."
     ),
     paths(
         namespaces::create_namespace,
@@ -52,6 +56,7 @@ pub const SECURITY_SCHEME: &str = "serviceToken";
         secrets::list_keys,
         namespaces::rotate_access_key,
         secrets::get_secret,
+        secrets::set_secret,
         secrets::delete_secret,
         operations::healthz,
         operations::readyz,

@@ -22,7 +22,8 @@ struct Row {
 
 const BAD_BODY: Row = Row {
     status: 400,
-    description: "`invalid_json` or `invalid_request`: the message names the field.",
+    description: "`invalid_json` or `invalid_request`: the message names the field (or the \
+        malformed `If-Match` or `If-None-Match`).",
 };
 const BAD_QUERY: Row = Row {
     status: 400,
@@ -30,7 +31,13 @@ const BAD_QUERY: Row = Row {
 };
 const BAD_NAME: Row = Row {
     status: 400,
-    description: "`invalid_request`: the name is not a valid secret name.",
+    description: "`invalid_request`: the name is not a valid secret name, or `If-Match` or \
+        `If-None-Match` is malformed; the message says which.",
+};
+const BAD_PRECONDITION: Row = Row {
+    status: 400,
+    description: "`invalid_request`: `If-Match` or `If-None-Match` is malformed; the message \
+        names it.",
 };
 const UNAUTHORIZED: Row = Row {
     status: 401,
@@ -59,6 +66,12 @@ const TOO_LARGE: Row = Row {
 const MEDIA_TYPE: Row = Row {
     status: 415,
     description: "`unsupported_media_type`: the body is not JSON.",
+};
+const PRECONDITION_FAILED: Row = Row {
+    status: 412,
+    description: "`precondition_failed`: `If-Match` or `If-None-Match` did not hold (the \
+        resource changed since its entity tag was read, or `If-None-Match: *` found it existing); \
+        nothing was changed.",
 };
 const INTERNAL: Row = Row {
     status: 500,
@@ -107,17 +120,24 @@ response_set!(
     NamespaceErrors: UNAUTHORIZED, NAMESPACE_NOT_FOUND, INTERNAL, UNAVAILABLE
 );
 response_set!(
+    /// An operation on a namespace that takes no body and evaluates `If-Match` and
+    /// `If-None-Match` against the namespace's entity tag.
+    ConditionalNamespaceErrors: BAD_PRECONDITION, UNAUTHORIZED, NAMESPACE_NOT_FOUND,
+        PRECONDITION_FAILED, INTERNAL, UNAVAILABLE
+);
+response_set!(
     /// An operation that takes a body and creates namespaces.
     CreateErrors: BAD_BODY, UNAUTHORIZED, BODY_TIMEOUT, TOO_LARGE, MEDIA_TYPE, INTERNAL, UNAVAILABLE
 );
 response_set!(
-    /// An operation that takes a body and writes secrets into a namespace.
+    /// An operation that takes a body and writes secrets into a namespace, conditionally.
     WriteErrors: BAD_BODY, UNAUTHORIZED, NAMESPACE_NOT_FOUND, BODY_TIMEOUT, NAMESPACE_FULL,
-        TOO_LARGE, MEDIA_TYPE, INTERNAL, UNAVAILABLE
+        PRECONDITION_FAILED, TOO_LARGE, MEDIA_TYPE, INTERNAL, UNAVAILABLE
 );
 response_set!(
-    /// An operation on one secret, named in the path.
-    SecretErrors: BAD_NAME, UNAUTHORIZED, SECRET_NOT_FOUND, INTERNAL, UNAVAILABLE
+    /// An operation on one secret, named in the path, conditionally.
+    SecretErrors: BAD_NAME, UNAUTHORIZED, SECRET_NOT_FOUND, PRECONDITION_FAILED, INTERNAL,
+        UNAVAILABLE
 );
 response_set!(
     /// An operation behind the service token that touches no store.

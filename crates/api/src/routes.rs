@@ -52,7 +52,7 @@ fn routes<S: SecretStore, C: Envelope, R: Random>(
     use namespaces::{
         create_namespace, create_namespaces, delete_namespace, read_namespace, rotate_access_key,
     };
-    use secrets::{delete_secret, get_secret, list_keys, patch_namespace, put_secret};
+    use secrets::{delete_secret, get_secret, list_keys, patch_namespace, put_secret, set_secret};
     let resource =
         |path: &str| web::resource(path).default_service(web::to(handlers::method_not_allowed));
     if original_routes {
@@ -89,6 +89,7 @@ fn routes<S: SecretStore, C: Envelope, R: Random>(
                 .service(
                     resource("/{accessKey}/secrets/{key}")
                         .route(web::get().to(get_secret::<S, C, R>))
+                        .route(web::put().to(set_secret::<S, C, R>))
                         .route(web::delete().to(delete_secret::<S, C, R>)),
                 )
                 .default_service(web::to(handlers::not_found)),

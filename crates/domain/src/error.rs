@@ -5,6 +5,12 @@ use crate::ports::{CryptoError, RandomError, Source, StoreError};
 
 /// Why a use case did not succeed. Each variant is something a caller acts on differently;
 /// the HTTP layer maps every one of them, exhaustively, to a status and an error code.
+///
+/// Every variant that can only happen once the namespace was found carries its internal id
+/// (safe to log: it grants nothing), so that a log line or an audit record can name the
+/// namespace a refused request touched; [`Error::namespace`] reads it. `NamespaceNotFound` has
+/// none to give; `Unavailable` and `Internal` carry none, since they can happen before the
+/// namespace is known.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// No namespace has this access key (or the key is malformed).
@@ -12,18 +18,33 @@ pub enum Error {
     NamespaceNotFound,
     /// The namespace has no secret of that name.
     #[error("secret not found")]
-    SecretNotFound,
+    SecretNotFound {
+        /// The namespace that was searched.
+        namespace: NamespaceId,
+    },
     /// Adding the secret would pass the per-namespace limit.
     #[error("the namespace already holds its maximum of {limit} secrets")]
     NamespaceFull {
         /// The configured limit.
         limit: u32,
+        /// The namespace that is full.
+        namespace: NamespaceId,
     },
     /// The value is larger than the configured limit.
     #[error("the value is larger than the limit of {limit} bytes")]
     ValueTooLarge {
         /// The configured limit, in bytes.
         limit: usize,
+        /// The namespace written to, when one has that access key (a value over the limit is
+        /// refused as such whether or not the namespace exists).
+        namespace: Option<NamespaceId>,
+    },
+    /// A precondition of the request (`If-Match`, `If-None-Match`) did not hold; nothing was
+    /// changed.
+    #[error("a precondition of the request did not hold")]
+    PreconditionFailed {
+        /// The namespace the request was for.
+        namespace: NamespaceId,
     },
     /// A stored ciphertext of this namespace failed authentication: tampered, copied from
     /// elsewhere, or wrapped under another key. Only the internal id is kept, for the log.
@@ -49,14 +70,38 @@ pub enum Error {
 }
 
 impl Error {
-    /// Maps a store error; `limit` is the secret limit the store enforced, for the message.
-    pub(crate) fn from_store(error: StoreError, limit: u32) -> Self {
-        match error {
-            StoreError::NamespaceNotFound => Self::NamespaceNotFound,
-            StoreError::NamespaceFull => Self::NamespaceFull { limit },
-            StoreError::Unavailable(source) => Self::Unavailable(source),
-            StoreError::Conflict => Self::Internal("unexpected unique key conflict".into()),
-            StoreError::Internal(source) => Self::Internal(source),
+    /// The internal id of the namespace the failed use case had found, if it had found one.
+    #[must_use]
+    pub fn namespace(&self) -> Option<NamespaceId> {
+        match self {
+            Self::SecretNotFound { namespace }
+            | Self::NamespaceFull { namespace, .. }
+            | Self::PreconditionFailed { namespace }
+            | Self::Integrity { namespace }
+            | Self::UnknownKey { namespace, .. } => Some(*namespace),
+            Self::ValueTooLarge { namespace, .. } => *namespace,
+            Self::NamespaceNotFound | Self::Unavailable(_) | Self::Internal(_) => None,
+        }
+    }
+
+    /// Maps a store error met while working on namespace `ns` (`None` before it was found);
+    /// `limit` is the secret limit the store enforced, for the message.
+    pub(crate) fn from_store(error: StoreError, limit: u32, ns: Option<NamespaceId>) -> Self {
+        match (error, ns) {
+            (StoreError::NamespaceNotFound, _) => Self::NamespaceNotFound,
+            (StoreError::NamespaceFull, Some(namespace)) => {
+                Self::NamespaceFull { limit, namespace }
+            }
+            (StoreError::PreconditionFailed, Some(namespace)) => {
+                Self::PreconditionFailed { namespace }
+            }
+            // Only a write to a namespace found first can meet these.
+            (error @ (StoreError::NamespaceFull | StoreError::PreconditionFailed), None) => {
+                Self::Internal(Box::new(error))
+            }
+            (StoreError::Unavailable(source), _) => Self::Unavailable(source),
+            (StoreError::Conflict, _) => Self::Internal("unexpected unique key conflict".into()),
+            (StoreError::Internal(source), _) => Self::Internal(source),
         }
     }
 

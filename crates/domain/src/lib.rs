@@ -7,6 +7,7 @@
 //!
 //! # Layout
 //! - [`model`]: the parsed values callers hand in (`AccessKey`, `SecretName`, ...).
+//! - [`etag`]: revisions, entity tags and the preconditions of conditional requests.
 //! - [`ports`]: the traits adapters implement, each method with the errors it MUST return.
 //! - [`service`]: [`SecretsService`], the use cases, generic over the ports.
 //! - [`error`]: what a use case can answer besides success.
@@ -15,6 +16,7 @@
 //! - `testing` (feature `testing`): in-memory fakes of the ports.
 
 pub mod error;
+pub mod etag;
 pub mod import;
 pub mod model;
 pub mod ports;
@@ -23,8 +25,11 @@ pub mod service;
 pub mod testing;
 
 pub use error::{Error, KeyCheckError};
+pub use etag::{Condition, ETag, Revision, Tags};
 pub use model::{
     AccessKey, AccessKeyHash, AccessKind, BulkCount, InvalidAccessKey, InvalidBulkCount,
     InvalidName, KeyId, KeyInfo, Limits, NamespaceId, Secret, SecretName, SecretValue,
 };
-pub use service::{PatchChange, RewrapBatch, SecretsService};
+pub use service::{
+    Conditional, Issued, PatchChange, Plaintexts, RewrapBatch, SecretsService, Tagged, Target,
+};

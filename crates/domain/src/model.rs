@@ -122,6 +122,15 @@ impl AccessKey {
         }
     }
 
+    /// The key's bytes (the 32 random bytes of a native key, the 21 characters of an original
+    /// one), to key the entity tags of its namespace (`crate::etag`).
+    pub(crate) fn secret_bytes(&self) -> &[u8] {
+        match &self.0 {
+            KeyBytes::Native(bytes) => bytes,
+            KeyBytes::Original(chars) => chars,
+        }
+    }
+
     /// Which form the key has.
     #[must_use]
     pub fn kind(&self) -> AccessKind {

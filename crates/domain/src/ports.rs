@@ -13,6 +13,7 @@ use std::error::Error as StdError;
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
+use crate::etag::{Condition, Revision};
 use crate::model::{AccessKeyHash, KeyId, NamespaceId, SecretName, SecretValue};
 
 /// A boxed error kept for logs: the full chain is logged once, never shown to callers.
@@ -187,7 +188,9 @@ pub enum CryptoError {
 // Storage
 // ---------------------------------------------------------------------------------------------
 
-/// A namespace to create: everything the store keeps about it, all of it opaque.
+/// A namespace to create: everything the store keeps about it, all of it opaque. It starts at
+/// [`Revision::INITIAL`], however it is created: a store's default for a new namespace is a valid
+/// revision, so nothing that creates namespaces (an import included) has to choose one.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct NewNamespace {
     /// The namespace's internal id.
@@ -198,14 +201,16 @@ pub struct NewNamespace {
     pub data_key: WrappedKey,
 }
 
-/// A stored namespace as the use cases need it: to reach its secrets, and for `rotate-kek` to
-/// re-wrap its data key.
+/// A stored namespace as the use cases need it: to reach its secrets, to tag it, and for
+/// `rotate-kek` to re-wrap its data key.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct NamespaceRecord {
     /// The namespace's internal id.
     pub id: NamespaceId,
     /// Its data key, wrapped.
     pub data_key: WrappedKey,
+    /// Its revision (see [`crate::etag`]).
+    pub revision: Revision,
 }
 
 /// A secret as written to a store: only the blind index is not encrypted.
@@ -228,6 +233,8 @@ pub struct StoredSecret {
     pub created_at: OffsetDateTime,
     /// When the value last changed, as the store's clock saw it.
     pub updated_at: OffsetDateTime,
+    /// Its version: the revision of its namespace that last wrote it.
+    pub version: Revision,
 }
 
 /// Whether an upsert added a name or replaced the value of an existing one.
@@ -239,11 +246,93 @@ pub enum Upserted {
     Updated,
 }
 
+impl Upserted {
+    /// `Created` when the write inserted the name, `Updated` when it replaced a value: what a
+    /// store's upsert statement tells.
+    #[must_use]
+    pub fn new(created: bool) -> Self {
+        if created {
+            Self::Created
+        } else {
+            Self::Updated
+        }
+    }
+}
+
+/// The secret limit as it applies to a merge patch: a patch that leaves `after` secrets where
+/// there were `before` fits when it stays within `max_secrets`, or does not grow the namespace
+/// (one already over a limit that was lowered may still be patched, as long as it does not grow).
+/// Every store applies this one rule.
+#[must_use]
+pub fn patch_fits(before: u64, after: u64, max_secrets: u32) -> bool {
+    after <= u64::from(max_secrets) || after <= before
+}
+
+/// What a secret's write requires, checked by the store inside the write's transaction, before
+/// anything else it checks: a condition on the namespace's revision, and one on the secret's
+/// version (which sees a secret that does not exist as absent). The default requires nothing.
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+pub struct Guard {
+    /// On the namespace's revision.
+    pub namespace: Condition<Revision>,
+    /// On the secret's version.
+    pub secret: Condition<Revision>,
+}
+
+impl Guard {
+    /// Whether it requires nothing, so the store may write without reading first.
+    #[must_use]
+    pub fn is_none(&self) -> bool {
+        self.namespace.is_none() && self.secret.is_none()
+    }
+
+    /// Whether it holds for a namespace at `revision` whose secret is at `version` (`None`:
+    /// absent).
+    #[must_use]
+    pub fn holds(&self, revision: Revision, version: Option<Revision>) -> bool {
+        self.namespace.holds(Some(&revision)) && self.secret.holds(version.as_ref())
+    }
+}
+
+/// What a secret's upsert did: created or updated it, and the namespace's revision after it,
+/// which is the secret's version now.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Written {
+    /// Whether the name was new.
+    pub upserted: Upserted,
+    /// The namespace's revision after the write, and the secret's version.
+    pub revision: Revision,
+}
+
+/// What a merge patch left: the namespace's revision, and all its secrets.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Patched {
+    /// The namespace's revision after the patch (unchanged when it changed nothing).
+    pub revision: Revision,
+    /// Every secret of the namespace after the patch.
+    pub secrets: Vec<StoredSecret>,
+}
+
 /// Durable storage of namespaces and their sealed secrets.
 ///
 /// The store never sees a plaintext: names, values and data keys arrive encrypted, access keys
 /// as hashes. It owns atomicity: every method is one statement or one transaction, and a
 /// method that returns an error has changed nothing.
+///
+/// # Revisions
+/// The store keeps every namespace's [`Revision`] and every secret's version (see
+/// [`crate::etag`]). A namespace starts at [`Revision::INITIAL`]; every method that changes
+/// something inside it (`upsert_secret`, `apply_patch` when it writes or deletes anything,
+/// `delete_secret` when it deletes, `replace_access_hash`) moves its revision to the next one, in
+/// the same transaction, and gives every secret it writes that new revision as its version.
+/// Nothing else changes a revision: a refused write does not, and neither does
+/// `replace_wrapped_keys` (a KEK rotation changes no data).
+///
+/// # Preconditions
+/// The conditional writes (a [`Guard`] or a [`Condition`]) compare inside the write's
+/// transaction, under whatever serialises the namespace's writers, never before it: among
+/// concurrent writers holding the same revision exactly one succeeds. A precondition that
+/// fails is [`StoreError::PreconditionFailed`], and nothing is written.
 ///
 /// Every method MUST return [`StoreError::Unavailable`] when the database cannot be reached
 /// (refused, timed out, pool exhausted past its wait), and [`StoreError::Internal`] for anything
@@ -251,7 +340,8 @@ pub enum Upserted {
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait SecretStore: Send + Sync + 'static {
-    /// Creates all `namespaces` in one transaction: all or none.
+    /// Creates all `namespaces` in one transaction: all or none, each at
+    /// [`Revision::INITIAL`].
     ///
     /// # Errors
     /// MUST return [`StoreError::Conflict`] when an id or access hash is already taken
@@ -264,9 +354,17 @@ pub trait SecretStore: Send + Sync + 'static {
         access: &AccessKeyHash,
     ) -> Result<Option<NamespaceRecord>, StoreError>;
 
+    /// The id and revision of the namespace whose access key hashes to `access`, and nothing
+    /// else: all a conditional read needs to answer that nothing changed. One lookup of the
+    /// namespace's row; no secret is read.
+    async fn find_revision(
+        &self,
+        access: &AccessKeyHash,
+    ) -> Result<Option<(NamespaceId, Revision)>, StoreError>;
+
     /// Reads the namespace whose access key hashes to `access` together with all its secrets,
-    /// in one consistent snapshot (one round trip where the database allows). `None` when no
-    /// namespace has that key.
+    /// in one consistent snapshot (one round trip where the database allows): its revision is
+    /// the one those secrets are at. `None` when no namespace has that key.
     async fn read_namespace(
         &self,
         access: &AccessKeyHash,
@@ -281,12 +379,16 @@ pub trait SecretStore: Send + Sync + 'static {
     ) -> Result<Option<StoredSecret>, StoreError>;
 
     /// Writes one secret of namespace `ns` atomically: inserts it, or replaces the value of
-    /// the secret with the same index (`created_at` is kept, `updated_at` moves). Concurrent
-    /// upserts of one name leave exactly one row, holding one of the written values.
+    /// the secret with the same index (`created_at` is kept, `updated_at` moves), and moves the
+    /// namespace to its next revision, which becomes the secret's version. Concurrent upserts
+    /// of one name leave exactly one row, holding one of the written values.
     ///
     /// # Errors
     /// - MUST return [`StoreError::NamespaceNotFound`] when `ns` does not exist (for example,
     ///   it was deleted concurrently).
+    /// - MUST return [`StoreError::PreconditionFailed`] when `guard` does not hold for the
+    ///   namespace's revision and the secret's version (absent when the name is new), as they
+    ///   are when the write would happen; nothing is written.
     /// - MUST return [`StoreError::NamespaceFull`] when the name is new and the namespace
     ///   already holds `max_secrets` secrets, even under concurrent inserts; nothing is written.
     async fn upsert_secret(
@@ -294,33 +396,59 @@ pub trait SecretStore: Send + Sync + 'static {
         ns: NamespaceId,
         secret: &SealedSecret,
         max_secrets: u32,
-    ) -> Result<Upserted, StoreError>;
+        guard: &Guard,
+    ) -> Result<Written, StoreError>;
 
     /// Applies a merge patch to namespace `ns` in one transaction: upserts every secret in
     /// `upserts`, deletes every index in `deletes` (absent ones are ignored), and returns the
-    /// namespace's secrets after the change, read inside the same transaction.
+    /// namespace's secrets after the change, read inside the same transaction. A patch that
+    /// writes or deletes anything moves the namespace to its next revision (the version of
+    /// every secret it writes); one that changes nothing leaves the revision as it was.
     ///
     /// # Errors
     /// - MUST return [`StoreError::NamespaceNotFound`] when `ns` does not exist.
-    /// - MUST return [`StoreError::NamespaceFull`] when the result would hold more than
-    ///   `max_secrets` secrets and more than before the patch; nothing is written.
+    /// - MUST return [`StoreError::PreconditionFailed`] when `namespace` does not hold for the
+    ///   namespace's revision before the patch; nothing is written.
+    /// - MUST return [`StoreError::NamespaceFull`] when the result would not fit the secret
+    ///   limit ([`patch_fits`]); nothing is written.
     async fn apply_patch(
         &self,
         ns: NamespaceId,
         upserts: &[SealedSecret],
         deletes: &[NameIndex],
         max_secrets: u32,
-    ) -> Result<Vec<StoredSecret>, StoreError>;
+        namespace: &Condition<Revision>,
+    ) -> Result<Patched, StoreError>;
 
-    /// Deletes one secret of namespace `ns`; `false` when there was no such secret.
-    async fn delete_secret(&self, ns: NamespaceId, index: &NameIndex) -> Result<bool, StoreError>;
+    /// Deletes one secret of namespace `ns` and moves the namespace to its next revision, which
+    /// it returns; `None` when there was no such secret (whatever `guard` says: an absent
+    /// secret is answered as absent, and nothing changes).
+    ///
+    /// # Errors
+    /// MUST return [`StoreError::PreconditionFailed`] when the secret exists and `guard` does
+    /// not hold for the namespace's revision and the secret's version; nothing is deleted.
+    async fn delete_secret(
+        &self,
+        ns: NamespaceId,
+        index: &NameIndex,
+        guard: &Guard,
+    ) -> Result<Option<Revision>, StoreError>;
 
     /// Deletes the namespace whose access key hashes to `access`, with its wrapped data key
-    /// and all its secrets; `false` when there was no such namespace.
-    async fn delete_namespace(&self, access: &AccessKeyHash) -> Result<bool, StoreError>;
+    /// and all its secrets, and returns its id; `None` when there was no such namespace.
+    ///
+    /// # Errors
+    /// MUST return [`StoreError::PreconditionFailed`] when the namespace exists and
+    /// `namespace` does not hold for its revision; nothing is deleted.
+    async fn delete_namespace(
+        &self,
+        access: &AccessKeyHash,
+        namespace: &Condition<Revision>,
+    ) -> Result<Option<NamespaceId>, StoreError>;
 
-    /// Replaces a namespace's access hash `old` by `new`, atomically: from the moment this
-    /// returns, `old` finds nothing. `false` when no namespace has `old`.
+    /// Replaces a namespace's access hash `old` by `new`, atomically, and moves it to its next
+    /// revision: from the moment this returns, `old` finds nothing. Returns the namespace's id;
+    /// `None` when no namespace has `old`.
     ///
     /// # Errors
     /// MUST return [`StoreError::Conflict`] when `new` is already taken.
@@ -328,7 +456,7 @@ pub trait SecretStore: Send + Sync + 'static {
         &self,
         old: &AccessKeyHash,
         new: &AccessKeyHash,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<Option<NamespaceId>, StoreError>;
 
     /// Answers whether the database is reachable, for readiness.
     async fn ping(&self) -> Result<(), StoreError>;
@@ -357,7 +485,8 @@ pub trait SecretStore: Send + Sync + 'static {
 
     /// Replaces wrapped data keys in one transaction, each only where the stored key still
     /// equals the one it was re-wrapped from (a compare-and-swap, so a namespace deleted or
-    /// re-wrapped meanwhile is left alone). Returns how many were replaced.
+    /// re-wrapped meanwhile is left alone). Returns how many were replaced. It changes no
+    /// revision: the namespaces' data did not change (the revision in each record is ignored).
     async fn replace_wrapped_keys(
         &self,
         updates: &[(NamespaceRecord, WrappedKey)],
@@ -373,6 +502,9 @@ pub enum StoreError {
     /// The namespace holds as many secrets as it may.
     #[error("namespace is full")]
     NamespaceFull,
+    /// A conditional write's precondition did not hold.
+    #[error("a precondition failed")]
+    PreconditionFailed,
     /// A unique id or access hash is already taken.
     #[error("a unique key is already taken")]
     Conflict,

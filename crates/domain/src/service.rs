@@ -6,6 +6,16 @@
 //! the store, so a key rotated or a namespace deleted on one replica is refused on all of them
 //! at once.
 //!
+//! # What the results carry
+//! Every use case about one namespace answers that namespace's internal id with its result
+//! ([`Tagged`], [`Issued`], or the id itself), and every error it can meet once the namespace is
+//! found carries the id too ([`Error::namespace`]): the layers above can say which namespace a
+//! request touched (a log line, an audit record) without ever holding on to the access key.
+//! Reads and writes also answer the entity tag of what they answered about (see
+//! [`crate::etag`]), and take the caller's preconditions as a [`Condition`] of entity tags, which
+//! the use case turns into revisions of the resource in question before the store compares them
+//! inside its write.
+//!
 //! # Spans
 //! Every use case runs in a `debug` span of its own name, with `skip_all`: no argument becomes a
 //! field by accident, since arguments are access keys, names and values. The only fields are
@@ -15,12 +25,14 @@
 use std::collections::HashSet;
 
 use crate::error::{Error, KeyCheckError};
+use crate::etag::{Condition, ETag, Failed, Resource, Revision};
 use crate::model::{
-    AccessKey, BulkCount, KeyId, KeyInfo, Limits, NamespaceId, Secret, SecretName, SecretValue,
+    AccessKey, AccessKeyHash, BulkCount, KeyId, KeyInfo, Limits, NamespaceId, Secret, SecretName,
+    SecretValue,
 };
 use crate::ports::{
-    CryptoError, Envelope, NamespaceKeys, NamespaceRecord, NewNamespace, Random, SealedSecret,
-    SecretStore, StoreError, StoredSecret, Upserted,
+    CryptoError, Envelope, Guard, NamespaceKeys, NamespaceRecord, NewNamespace, Random,
+    SealedSecret, SecretStore, StoreError, StoredSecret, Upserted,
 };
 
 /// The outcome of one [`SecretsService::rewrap_batch`].
@@ -38,6 +50,55 @@ pub struct RewrapBatch {
 
 /// One change of a merge patch: set a name to a value, or delete it (`None`).
 pub type PatchChange = (SecretName, Option<SecretValue>);
+
+/// Every secret of a namespace, decrypted, ordered by name.
+pub type Plaintexts = Vec<(SecretName, SecretValue)>;
+
+/// A use case's answer about one namespace, with what the layers above need besides: the
+/// namespace's internal id (for logs and the audit trail, which must never see the access key)
+/// and the entity tag of the resource the answer is about, in the state the use case saw or
+/// left it.
+#[derive(Debug)]
+pub struct Tagged<T> {
+    /// The namespace's internal id.
+    pub namespace: NamespaceId,
+    /// The entity tag of the namespace, or of the secret, that the answer is about.
+    pub etag: ETag,
+    /// The answer.
+    pub value: T,
+}
+
+/// What a read answers: what was read, or that the state the caller named in `If-None-Match`
+/// is still the current one, and then nothing was decrypted.
+#[derive(Debug)]
+pub enum Conditional<T> {
+    /// The data, decrypted.
+    Read(T),
+    /// Nothing changed since the state the caller named.
+    NotModified,
+}
+
+/// An access key issued for a namespace, on creation or rotation, and the namespace's internal
+/// id. The key is shown to the caller this once.
+#[derive(Debug)]
+pub struct Issued {
+    /// The namespace's internal id.
+    pub namespace: NamespaceId,
+    /// Its access key.
+    pub access_key: AccessKey,
+}
+
+/// What a secret's write is conditional on and answers the entity tag of:
+/// `POST /namespaces/{accessKey}` writes into the namespace, `PUT .../secrets/{key}` writes the
+/// secret itself.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Target {
+    /// The namespace: preconditions compare with its revision.
+    Namespace,
+    /// The secret: preconditions compare with its version, and see it as absent while it does
+    /// not exist.
+    Secret,
+}
 
 /// The secrets service's use cases, generic over its ports.
 #[derive(Debug)]
@@ -85,21 +146,24 @@ where
     }
 
     /// Creates one empty namespace and returns its access key, which is shown only this once.
-    #[tracing::instrument(level = "debug", skip_all)]
-    pub async fn create_namespace(&self) -> Result<AccessKey, Error> {
-        let mut keys = self.create(1).await?;
-        keys.pop()
-            .ok_or_else(|| Error::Internal("no namespace was created".into()))
+    #[tracing::instrument(level = "debug", skip_all, fields(ns))]
+    pub async fn create_namespace(&self) -> Result<Issued, Error> {
+        let mut issued = self.create(1).await?;
+        let issued = issued
+            .pop()
+            .ok_or_else(|| Error::Internal("no namespace was created".into()))?;
+        record_namespace(issued.namespace);
+        Ok(issued)
     }
 
     /// Creates `count` empty namespaces in one transaction and returns their access keys.
     #[tracing::instrument(level = "debug", skip_all, fields(count = count.get()))]
-    pub async fn create_namespaces(&self, count: BulkCount) -> Result<Vec<AccessKey>, Error> {
+    pub async fn create_namespaces(&self, count: BulkCount) -> Result<Vec<Issued>, Error> {
         self.create(count.get()).await
     }
 
-    async fn create(&self, count: usize) -> Result<Vec<AccessKey>, Error> {
-        let mut keys = Vec::with_capacity(count);
+    async fn create(&self, count: usize) -> Result<Vec<Issued>, Error> {
+        let mut issued = Vec::with_capacity(count);
         let mut namespaces = Vec::with_capacity(count);
         for _ in 0..count {
             let id = NamespaceId::generate(&self.random)?;
@@ -115,96 +179,231 @@ where
                 access_hash: key.hash(),
                 data_key,
             });
-            keys.push(key);
+            issued.push(Issued {
+                namespace: id,
+                access_key: key,
+            });
         }
         self.store
             .create_namespaces(&namespaces)
             .await
-            .map_err(|e| self.store_error(e))?;
-        Ok(keys)
+            .map_err(|e| self.store_error(e, None))?;
+        Ok(issued)
     }
 
-    /// Every secret of the namespace, decrypted, ordered by name. This is the hot path: one
-    /// store round trip, one unwrap, then only local decryption.
+    /// Every secret of the namespace, decrypted, ordered by name, tagged with the namespace's
+    /// entity tag. This is the hot path: one store round trip, one unwrap, then only local
+    /// decryption.
+    ///
+    /// With `If-None-Match` naming the namespace's current state, it answers
+    /// [`Conditional::NotModified`] after one lookup of the namespace's id and revision: no
+    /// secret is read and nothing is decrypted, not even the data key.
     #[tracing::instrument(level = "debug", skip_all, fields(ns))]
-    pub async fn read_all(&self, key: &AccessKey) -> Result<Vec<(SecretName, SecretValue)>, Error> {
+    pub async fn read_all(
+        &self,
+        key: &AccessKey,
+        condition: &Condition<ETag>,
+    ) -> Result<Tagged<Conditional<Plaintexts>>, Error> {
+        self.read_namespace(key, condition, |keys, namespace, stored| {
+            open_all(keys, namespace.id, stored)
+        })
+        .await
+    }
+
+    /// Names, digests and timestamps of every secret, ordered by name; never a value. Tagged,
+    /// and answered conditionally, exactly as [`SecretsService::read_all`]: a listing is a view
+    /// of the same namespace at the same revision, so it carries the namespace's entity tag.
+    #[tracing::instrument(level = "debug", skip_all, fields(ns))]
+    pub async fn list_keys(
+        &self,
+        key: &AccessKey,
+        condition: &Condition<ETag>,
+    ) -> Result<Tagged<Conditional<Vec<KeyInfo>>>, Error> {
+        self.read_namespace(key, condition, |keys, namespace, stored| {
+            let mut listing = stored
+                .iter()
+                .map(|secret| {
+                    let (name, value) = open_one(keys, namespace.id, secret)?;
+                    Ok(KeyInfo {
+                        name,
+                        digest: keys.digest(&value),
+                        created_at: secret.created_at,
+                        updated_at: secret.updated_at,
+                    })
+                })
+                .collect::<Result<Vec<_>, Error>>()?;
+            listing.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(listing)
+        })
+        .await
+    }
+
+    /// The two reads of a whole namespace: the conditional check on the namespace's row alone,
+    /// then the read of everything, which `open` decrypts.
+    async fn read_namespace<T>(
+        &self,
+        key: &AccessKey,
+        condition: &Condition<ETag>,
+        open: impl FnOnce(&C::Keys, &NamespaceRecord, &[StoredSecret]) -> Result<T, Error>,
+    ) -> Result<Tagged<Conditional<T>>, Error> {
+        let hash = key.hash();
+        if !condition.is_none() {
+            let (id, revision) = self.find_revision(&hash).await?;
+            let resource = Resource::Namespace(id);
+            if let Some(answer) = check_read(key, condition, &resource, revision, id)? {
+                return Ok(answer);
+            }
+        }
         let (namespace, stored) = self
             .store
-            .read_namespace(&key.hash())
+            .read_namespace(&hash)
             .await
-            .map_err(|e| self.store_error(e))?
+            .map_err(|e| self.store_error(e, None))?
             .ok_or(Error::NamespaceNotFound)?;
+        // The namespace may have moved on since the lookup: what is answered is checked
+        // against the state it was read in.
+        let resource = Resource::Namespace(namespace.id);
+        if let Some(answer) =
+            check_read(key, condition, &resource, namespace.revision, namespace.id)?
+        {
+            return Ok(answer);
+        }
         let keys = self.unwrap(&namespace)?;
-        open_all(&keys, namespace.id, &stored)
+        Ok(Tagged {
+            namespace: namespace.id,
+            etag: ETag::new(key, &resource, namespace.revision),
+            value: Conditional::Read(open(&keys, &namespace, &stored)?),
+        })
     }
 
-    /// Adds a secret, or replaces the value of the secret with that name.
+    /// Adds a secret, or replaces the value of the secret with that name, if `condition` holds
+    /// for `target` (the namespace, or the secret) inside the store's write. Answers whether the
+    /// name was new, tagged with the target's entity tag after the write.
     #[tracing::instrument(level = "debug", skip_all, fields(ns))]
     pub async fn put_secret(
         &self,
         key: &AccessKey,
         name: &SecretName,
         value: &SecretValue,
-    ) -> Result<Upserted, Error> {
-        self.check_value(value)?;
-        let (namespace, keys) = self.open(key).await?;
+        condition: &Condition<ETag>,
+        target: Target,
+    ) -> Result<Tagged<Upserted>, Error> {
+        let (namespace, keys) = self.open_checking(key, value.len()).await?;
         let sealed = seal(&keys, namespace.id, name, value)?;
-        self.store
-            .upsert_secret(namespace.id, &sealed, self.limits.max_secrets_per_namespace)
+        let index = sealed.index;
+        let resource = match target {
+            Target::Namespace => Resource::Namespace(namespace.id),
+            Target::Secret => Resource::Secret(namespace.id, &index),
+        };
+        let condition = condition.map(|tag| tag.revision(key, &resource));
+        let guard = match target {
+            Target::Namespace => Guard {
+                namespace: condition,
+                ..Guard::default()
+            },
+            Target::Secret => Guard {
+                secret: condition,
+                ..Guard::default()
+            },
+        };
+        let written = self
+            .store
+            .upsert_secret(
+                namespace.id,
+                &sealed,
+                self.limits.max_secrets_per_namespace,
+                &guard,
+            )
             .await
-            .map_err(|e| self.store_error(e))
+            .map_err(|e| self.store_error(e, Some(namespace.id)))?;
+        Ok(Tagged {
+            namespace: namespace.id,
+            etag: ETag::new(key, &resource, written.revision),
+            value: written.upserted,
+        })
     }
 
-    /// One secret with its metadata.
+    /// One secret with its metadata, tagged with the secret's entity tag. With `If-None-Match`
+    /// naming the secret's current version it answers [`Conditional::NotModified`] and opens
+    /// neither name nor value. (The data key is still unwrapped: the secret is found by its
+    /// name's blind index, whose key derives from the data key.)
     #[tracing::instrument(level = "debug", skip_all, fields(ns))]
-    pub async fn get_secret(&self, key: &AccessKey, name: &SecretName) -> Result<Secret, Error> {
+    pub async fn get_secret(
+        &self,
+        key: &AccessKey,
+        name: &SecretName,
+        condition: &Condition<ETag>,
+    ) -> Result<Tagged<Conditional<Secret>>, Error> {
         let (namespace, keys) = self.open(key).await?;
         let index = keys.name_index(name);
         let stored = self
             .store
             .get_secret(namespace.id, &index)
             .await
-            .map_err(|e| self.store_error(e))?
-            .ok_or(Error::SecretNotFound)?;
+            .map_err(|e| self.store_error(e, Some(namespace.id)))?
+            .ok_or(Error::SecretNotFound {
+                namespace: namespace.id,
+            })?;
+        let resource = Resource::Secret(namespace.id, &index);
+        if let Some(answer) = check_read(key, condition, &resource, stored.version, namespace.id)? {
+            return Ok(answer);
+        }
         let (name, value) = open_one(&keys, namespace.id, &stored)?;
-        Ok(Secret {
-            name,
-            value,
-            created_at: stored.created_at,
-            updated_at: stored.updated_at,
+        Ok(Tagged {
+            namespace: namespace.id,
+            etag: ETag::new(key, &resource, stored.version),
+            value: Conditional::Read(Secret {
+                name,
+                value,
+                created_at: stored.created_at,
+                updated_at: stored.updated_at,
+            }),
         })
     }
 
-    /// Deletes one secret.
+    /// Deletes one secret, if `condition` holds for it inside the store's delete. A secret that
+    /// does not exist is `SecretNotFound`, whatever the condition says.
     #[tracing::instrument(level = "debug", skip_all, fields(ns))]
-    pub async fn delete_secret(&self, key: &AccessKey, name: &SecretName) -> Result<(), Error> {
+    pub async fn delete_secret(
+        &self,
+        key: &AccessKey,
+        name: &SecretName,
+        condition: &Condition<ETag>,
+    ) -> Result<NamespaceId, Error> {
         let (namespace, keys) = self.open(key).await?;
-        let deleted = self
-            .store
-            .delete_secret(namespace.id, &keys.name_index(name))
+        let index = keys.name_index(name);
+        let resource = Resource::Secret(namespace.id, &index);
+        let guard = Guard {
+            secret: condition.map(|tag| tag.revision(key, &resource)),
+            ..Guard::default()
+        };
+        self.store
+            .delete_secret(namespace.id, &index, &guard)
             .await
-            .map_err(|e| self.store_error(e))?;
-        if deleted {
-            Ok(())
-        } else {
-            Err(Error::SecretNotFound)
-        }
+            .map_err(|e| self.store_error(e, Some(namespace.id)))?
+            .map(|_| namespace.id)
+            .ok_or(Error::SecretNotFound {
+                namespace: namespace.id,
+            })
     }
 
-    /// Applies a merge patch (RFC 7396) in one transaction and returns the whole namespace
-    /// after it. Names must be distinct; the HTTP layer refuses duplicate JSON keys.
+    /// Applies a merge patch (RFC 7396) in one transaction, if `condition` holds for the
+    /// namespace inside it, and returns the whole namespace after it, tagged with the
+    /// namespace's entity tag. Names must be distinct; the HTTP layer refuses duplicate JSON
+    /// keys.
     #[tracing::instrument(level = "debug", skip_all, fields(ns, changes = changes.len()))]
     pub async fn patch(
         &self,
         key: &AccessKey,
         changes: &[PatchChange],
-    ) -> Result<Vec<(SecretName, SecretValue)>, Error> {
-        for (_, value) in changes {
-            if let Some(value) = value {
-                self.check_value(value)?;
-            }
-        }
-        let (namespace, keys) = self.open(key).await?;
+        condition: &Condition<ETag>,
+    ) -> Result<Tagged<Plaintexts>, Error> {
+        let largest = changes
+            .iter()
+            .filter_map(|(_, value)| value.as_ref().map(SecretValue::len))
+            .max()
+            .unwrap_or(0);
+        let (namespace, keys) = self.open_checking(key, largest).await?;
         let mut upserts = Vec::new();
         let mut deletes = Vec::new();
         for (name, value) in changes {
@@ -213,81 +412,79 @@ where
                 None => deletes.push(keys.name_index(name)),
             }
         }
-        let stored = self
+        let resource = Resource::Namespace(namespace.id);
+        let patched = self
             .store
             .apply_patch(
                 namespace.id,
                 &upserts,
                 &deletes,
                 self.limits.max_secrets_per_namespace,
+                &condition.map(|tag| tag.revision(key, &resource)),
             )
             .await
-            .map_err(|e| self.store_error(e))?;
-        open_all(&keys, namespace.id, &stored)
-    }
-
-    /// Names, digests and timestamps of every secret, ordered by name; never a value.
-    #[tracing::instrument(level = "debug", skip_all, fields(ns))]
-    pub async fn list_keys(&self, key: &AccessKey) -> Result<Vec<KeyInfo>, Error> {
-        let (namespace, stored) = self
-            .store
-            .read_namespace(&key.hash())
-            .await
-            .map_err(|e| self.store_error(e))?
-            .ok_or(Error::NamespaceNotFound)?;
-        let keys = self.unwrap(&namespace)?;
-        let mut listing = stored
-            .iter()
-            .map(|secret| {
-                let (name, value) = open_one(&keys, namespace.id, secret)?;
-                Ok(KeyInfo {
-                    name,
-                    digest: keys.digest(&value),
-                    created_at: secret.created_at,
-                    updated_at: secret.updated_at,
-                })
-            })
-            .collect::<Result<Vec<_>, Error>>()?;
-        listing.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(listing)
+            .map_err(|e| self.store_error(e, Some(namespace.id)))?;
+        Ok(Tagged {
+            namespace: namespace.id,
+            etag: ETag::new(key, &resource, patched.revision),
+            value: open_all(&keys, namespace.id, &patched.secrets)?,
+        })
     }
 
     /// Deletes the namespace, its secrets and its wrapped data key (crypto-shredding: copies
-    /// of its ciphertexts elsewhere can no longer be opened by anyone).
-    #[tracing::instrument(level = "debug", skip_all)]
-    pub async fn delete_namespace(&self, key: &AccessKey) -> Result<(), Error> {
-        let deleted = self
-            .store
-            .delete_namespace(&key.hash())
-            .await
-            .map_err(|e| self.store_error(e))?;
-        if deleted {
-            Ok(())
+    /// of its ciphertexts elsewhere can no longer be opened by anyone), if `condition` holds for
+    /// it inside the store's delete.
+    #[tracing::instrument(level = "debug", skip_all, fields(ns))]
+    pub async fn delete_namespace(
+        &self,
+        key: &AccessKey,
+        condition: &Condition<ETag>,
+    ) -> Result<NamespaceId, Error> {
+        let hash = key.hash();
+        // A tag names the namespace by its id, so a conditional delete learns the id first.
+        let (condition, known) = if condition.is_none() {
+            (Condition::default(), None)
         } else {
-            Err(Error::NamespaceNotFound)
-        }
+            let (id, _) = self.find_revision(&hash).await?;
+            (
+                condition.map(|tag| tag.revision(key, &Resource::Namespace(id))),
+                Some(id),
+            )
+        };
+        let id = self
+            .store
+            .delete_namespace(&hash, &condition)
+            .await
+            .map_err(|e| self.store_error(e, known))?
+            .ok_or(Error::NamespaceNotFound)?;
+        record_namespace(id);
+        Ok(id)
     }
 
     /// Gives the namespace a new access key; the old one stops working at once.
-    #[tracing::instrument(level = "debug", skip_all)]
-    pub async fn rotate_access_key(&self, key: &AccessKey) -> Result<AccessKey, Error> {
+    #[tracing::instrument(level = "debug", skip_all, fields(ns))]
+    pub async fn rotate_access_key(&self, key: &AccessKey) -> Result<Issued, Error> {
         let new_key = AccessKey::generate(&self.random)?;
-        let replaced = self
+        let id = self
             .store
             .replace_access_hash(&key.hash(), &new_key.hash())
             .await
-            .map_err(|e| self.store_error(e))?;
-        if replaced {
-            Ok(new_key)
-        } else {
-            Err(Error::NamespaceNotFound)
-        }
+            .map_err(|e| self.store_error(e, None))?
+            .ok_or(Error::NamespaceNotFound)?;
+        record_namespace(id);
+        Ok(Issued {
+            namespace: id,
+            access_key: new_key,
+        })
     }
 
     /// Whether the store answers, for readiness.
     #[tracing::instrument(level = "debug", skip_all)]
     pub async fn ping(&self) -> Result<(), Error> {
-        self.store.ping().await.map_err(|e| self.store_error(e))
+        self.store
+            .ping()
+            .await
+            .map_err(|e| self.store_error(e, None))
     }
 
     /// Checks the configured KEKs against the store, as start-up and `check` do:
@@ -335,7 +532,7 @@ where
         self.store
             .count_by_key_id()
             .await
-            .map_err(|e| self.store_error(e))
+            .map_err(|e| self.store_error(e, None))
     }
 
     /// One batch of KEK rotation: re-wraps up to `limit` data keys that are not under the
@@ -358,7 +555,7 @@ where
             .store
             .wrapped_not_under(&active, after, limit)
             .await
-            .map_err(|e| self.store_error(e))?;
+            .map_err(|e| self.store_error(e, None))?;
         let mut updates = Vec::with_capacity(batch.len());
         let mut failed = Vec::new();
         for namespace in &batch {
@@ -371,7 +568,7 @@ where
             .store
             .replace_wrapped_keys(&updates)
             .await
-            .map_err(|e| self.store_error(e))?;
+            .map_err(|e| self.store_error(e, None))?;
         Ok(RewrapBatch {
             rewrapped,
             skipped: updates.len() as u64 - rewrapped,
@@ -380,14 +577,45 @@ where
         })
     }
 
+    /// Finds the id and revision of the namespace of `hash`, recording the id in the span.
+    async fn find_revision(&self, hash: &AccessKeyHash) -> Result<(NamespaceId, Revision), Error> {
+        let (id, revision) = self
+            .store
+            .find_revision(hash)
+            .await
+            .map_err(|e| self.store_error(e, None))?
+            .ok_or(Error::NamespaceNotFound)?;
+        record_namespace(id);
+        Ok((id, revision))
+    }
+
     /// Finds the namespace of `key` and unwraps its data key.
     async fn open(&self, key: &AccessKey) -> Result<(NamespaceRecord, C::Keys), Error> {
-        let namespace = self
+        self.open_checking(key, 0).await
+    }
+
+    /// Finds the namespace of `key`, checks that the largest value to write (`largest` bytes) is
+    /// within the limit, and unwraps the data key. A value over the limit is refused as such
+    /// whether or not the namespace exists, as it was before the namespace was looked up; when
+    /// it exists, the refusal names it.
+    async fn open_checking(
+        &self,
+        key: &AccessKey,
+        largest: usize,
+    ) -> Result<(NamespaceRecord, C::Keys), Error> {
+        let found = self
             .store
             .find_namespace(&key.hash())
             .await
-            .map_err(|e| self.store_error(e))?
-            .ok_or(Error::NamespaceNotFound)?;
+            .map_err(|e| self.store_error(e, None))?;
+        let limit = self.limits.max_value_bytes;
+        if largest > limit {
+            return Err(Error::ValueTooLarge {
+                limit,
+                namespace: found.map(|namespace| namespace.id),
+            });
+        }
+        let namespace = found.ok_or(Error::NamespaceNotFound)?;
         let keys = self.unwrap(&namespace)?;
         Ok((namespace, keys))
     }
@@ -395,23 +623,41 @@ where
     /// Unwraps the namespace's data key, and records its internal id (which is safe to log) as
     /// the `ns` field of the use case's span.
     pub(crate) fn unwrap(&self, namespace: &NamespaceRecord) -> Result<C::Keys, Error> {
-        tracing::Span::current().record("ns", tracing::field::display(namespace.id));
+        record_namespace(namespace.id);
         self.envelope
             .open_data_key(namespace.id, &namespace.data_key)
             .map_err(|e| Error::from_crypto(e, namespace.id))
     }
 
-    fn check_value(&self, value: &SecretValue) -> Result<(), Error> {
-        if value.len() > self.limits.max_value_bytes {
-            return Err(Error::ValueTooLarge {
-                limit: self.limits.max_value_bytes,
-            });
-        }
-        Ok(())
+    pub(crate) fn store_error(&self, error: StoreError, ns: Option<NamespaceId>) -> Error {
+        Error::from_store(error, self.limits.max_secrets_per_namespace, ns)
     }
+}
 
-    pub(crate) fn store_error(&self, error: StoreError) -> Error {
-        Error::from_store(error, self.limits.max_secrets_per_namespace)
+/// Records the namespace's internal id as the `ns` field of the current use case's span.
+fn record_namespace(id: NamespaceId) {
+    tracing::Span::current().record("ns", tracing::field::display(id));
+}
+
+/// Checks a read's `condition` against `resource` at `revision`: `None` to go on and read it,
+/// or the answer that the caller's copy is current (a failed `If-None-Match`). A failed
+/// `If-Match` is `PreconditionFailed`.
+fn check_read<T>(
+    key: &AccessKey,
+    condition: &Condition<ETag>,
+    resource: &Resource<'_>,
+    revision: Revision,
+    namespace: NamespaceId,
+) -> Result<Option<Tagged<Conditional<T>>>, Error> {
+    let condition = condition.map(|tag| tag.revision(key, resource));
+    match condition.check(Some(&revision)) {
+        Ok(()) => Ok(None),
+        Err(Failed::IfNoneMatch) => Ok(Some(Tagged {
+            namespace,
+            etag: ETag::new(key, resource, revision),
+            value: Conditional::NotModified,
+        })),
+        Err(Failed::IfMatch) => Err(Error::PreconditionFailed { namespace }),
     }
 }
 
@@ -464,6 +710,7 @@ fn open_all<K: NamespaceKeys>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::etag::Tags;
     use crate::model::KeyId;
     use crate::ports::{KeyCheck, MockSecretStore};
     use crate::testing::{CountingRandom, FakeEnvelope, InMemoryStore};
@@ -502,6 +749,86 @@ mod tests {
         SecretValue::new(text.to_owned())
     }
 
+    /// The use cases without preconditions, answering only what they answered before entity
+    /// tags: what most tests here are about.
+    trait Plain {
+        async fn new_namespace(&self) -> Result<AccessKey, Error>;
+        async fn create_many(&self, count: BulkCount) -> Result<Vec<AccessKey>, Error>;
+        async fn put(
+            &self,
+            key: &AccessKey,
+            n: &SecretName,
+            v: &SecretValue,
+        ) -> Result<Upserted, Error>;
+        async fn read(&self, key: &AccessKey) -> Result<Vec<(SecretName, SecretValue)>, Error>;
+        async fn get(&self, key: &AccessKey, n: &SecretName) -> Result<Secret, Error>;
+        async fn keys(&self, key: &AccessKey) -> Result<Vec<KeyInfo>, Error>;
+        async fn remove(&self, key: &AccessKey, n: &SecretName) -> Result<(), Error>;
+        async fn apply(
+            &self,
+            key: &AccessKey,
+            changes: &[PatchChange],
+        ) -> Result<Vec<(SecretName, SecretValue)>, Error>;
+        async fn delete(&self, key: &AccessKey) -> Result<(), Error>;
+        async fn rotate(&self, key: &AccessKey) -> Result<AccessKey, Error>;
+    }
+
+    fn read<T>(tagged: Tagged<Conditional<T>>) -> T {
+        match tagged.value {
+            Conditional::Read(value) => value,
+            Conditional::NotModified => panic!("an unconditional read is never 304"),
+        }
+    }
+
+    impl<S: SecretStore> Plain for SecretsService<S, FakeEnvelope, CountingRandom> {
+        async fn new_namespace(&self) -> Result<AccessKey, Error> {
+            Ok(self.create_namespace().await?.access_key)
+        }
+        async fn create_many(&self, count: BulkCount) -> Result<Vec<AccessKey>, Error> {
+            let issued = self.create_namespaces(count).await?;
+            Ok(issued.into_iter().map(|i| i.access_key).collect())
+        }
+        async fn put(
+            &self,
+            key: &AccessKey,
+            n: &SecretName,
+            v: &SecretValue,
+        ) -> Result<Upserted, Error> {
+            let none = Condition::default();
+            let tagged = self.put_secret(key, n, v, &none, Target::Namespace).await?;
+            Ok(tagged.value)
+        }
+        async fn read(&self, key: &AccessKey) -> Result<Vec<(SecretName, SecretValue)>, Error> {
+            Ok(read(self.read_all(key, &Condition::default()).await?))
+        }
+        async fn get(&self, key: &AccessKey, n: &SecretName) -> Result<Secret, Error> {
+            Ok(read(self.get_secret(key, n, &Condition::default()).await?))
+        }
+        async fn keys(&self, key: &AccessKey) -> Result<Vec<KeyInfo>, Error> {
+            Ok(read(self.list_keys(key, &Condition::default()).await?))
+        }
+        async fn remove(&self, key: &AccessKey, n: &SecretName) -> Result<(), Error> {
+            self.delete_secret(key, n, &Condition::default())
+                .await
+                .map(drop)
+        }
+        async fn apply(
+            &self,
+            key: &AccessKey,
+            changes: &[PatchChange],
+        ) -> Result<Vec<(SecretName, SecretValue)>, Error> {
+            Ok(self.patch(key, changes, &Condition::default()).await?.value)
+        }
+        async fn delete(&self, key: &AccessKey) -> Result<(), Error> {
+            self.delete_namespace(key, &Condition::default())
+                .await
+                .map(drop)
+        }
+        async fn rotate(&self, key: &AccessKey) -> Result<AccessKey, Error> {
+            Ok(self.rotate_access_key(key).await?.access_key)
+        }
+    }
+
     fn plain(secrets: &[(SecretName, SecretValue)]) -> Vec<(String, String)> {
         secrets
             .iter()
@@ -512,25 +839,25 @@ mod tests {
     #[tokio::test]
     async fn a_new_namespace_is_empty_and_its_key_is_fresh() {
         let service = service();
-        let first = service.create_namespace().await.expect("created");
-        let second = service.create_namespace().await.expect("created");
+        let first = service.new_namespace().await.expect("created");
+        let second = service.new_namespace().await.expect("created");
         assert_ne!(first, second);
-        assert!(service.read_all(&first).await.expect("read").is_empty());
+        assert!(service.read(&first).await.expect("read").is_empty());
     }
 
     #[tokio::test]
     async fn put_creates_then_updates_and_read_all_returns_plaintexts_by_name() {
         let service = service();
-        let key = service.create_namespace().await.expect("created");
+        let key = service.new_namespace().await.expect("created");
         let put = |n: &'static str, v: &'static str| {
             let service = &service;
             let key = &key;
-            async move { service.put_secret(key, &name(n), &value(v)).await }
+            async move { service.put(key, &name(n), &value(v)).await }
         };
         assert_eq!(put("B", "1").await.expect("put"), Upserted::Created);
         assert_eq!(put("A", "2").await.expect("put"), Upserted::Created);
         assert_eq!(put("B", "3").await.expect("put"), Upserted::Updated);
-        let all = service.read_all(&key).await.expect("read");
+        let all = service.read(&key).await.expect("read");
         assert_eq!(
             plain(&all),
             [("A".into(), "2".into()), ("B".into(), "3".into())]
@@ -540,17 +867,17 @@ mod tests {
     #[tokio::test]
     async fn one_secret_reads_with_its_metadata_and_a_missing_one_is_not_found() {
         let service = service();
-        let key = service.create_namespace().await.expect("created");
+        let key = service.new_namespace().await.expect("created");
         service
-            .put_secret(&key, &name("TOKEN"), &value("t0"))
+            .put(&key, &name("TOKEN"), &value("t0"))
             .await
             .expect("put");
-        let secret = service.get_secret(&key, &name("TOKEN")).await.expect("get");
+        let secret = service.get(&key, &name("TOKEN")).await.expect("get");
         assert_eq!(secret.value.expose(), "t0");
         assert!(secret.updated_at >= secret.created_at);
         assert!(matches!(
-            service.get_secret(&key, &name("OTHER")).await,
-            Err(Error::SecretNotFound)
+            service.get(&key, &name("OTHER")).await,
+            Err(Error::SecretNotFound { .. })
         ));
     }
 
@@ -560,27 +887,27 @@ mod tests {
         let stranger = AccessKey::generate(&CountingRandom::default()).expect("key");
         let n = name("A");
         assert!(matches!(
-            service.read_all(&stranger).await,
+            service.read(&stranger).await,
             Err(Error::NamespaceNotFound)
         ));
         assert!(matches!(
-            service.put_secret(&stranger, &n, &value("x")).await,
+            service.put(&stranger, &n, &value("x")).await,
             Err(Error::NamespaceNotFound)
         ));
         assert!(matches!(
-            service.get_secret(&stranger, &n).await,
+            service.get(&stranger, &n).await,
             Err(Error::NamespaceNotFound)
         ));
         assert!(matches!(
-            service.list_keys(&stranger).await,
+            service.keys(&stranger).await,
             Err(Error::NamespaceNotFound)
         ));
         assert!(matches!(
-            service.delete_namespace(&stranger).await,
+            service.delete(&stranger).await,
             Err(Error::NamespaceNotFound)
         ));
         assert!(matches!(
-            service.rotate_access_key(&stranger).await,
+            service.rotate(&stranger).await,
             Err(Error::NamespaceNotFound)
         ));
     }
@@ -591,17 +918,15 @@ mod tests {
             max_value_bytes: 4,
             max_secrets_per_namespace: 10,
         });
-        let key = service.create_namespace().await.expect("created");
-        assert!(
-            service
-                .put_secret(&key, &name("A"), &value("1234"))
-                .await
-                .is_ok()
-        );
-        let refused = service.put_secret(&key, &name("A"), &value("12345")).await;
-        assert!(matches!(refused, Err(Error::ValueTooLarge { limit: 4 })));
+        let key = service.new_namespace().await.expect("created");
+        assert!(service.put(&key, &name("A"), &value("1234")).await.is_ok());
+        let refused = service.put(&key, &name("A"), &value("12345")).await;
+        assert!(matches!(
+            refused,
+            Err(Error::ValueTooLarge { limit: 4, .. })
+        ));
         let refused = service
-            .patch(
+            .apply(
                 &key,
                 &[
                     (name("B"), Some(value("x"))),
@@ -609,9 +934,12 @@ mod tests {
                 ],
             )
             .await;
-        assert!(matches!(refused, Err(Error::ValueTooLarge { limit: 4 })));
+        assert!(matches!(
+            refused,
+            Err(Error::ValueTooLarge { limit: 4, .. })
+        ));
         assert_eq!(
-            plain(&service.read_all(&key).await.expect("read")),
+            plain(&service.read(&key).await.expect("read")),
             [("A".into(), "1234".into())]
         );
     }
@@ -622,27 +950,24 @@ mod tests {
             max_value_bytes: 100,
             max_secrets_per_namespace: 2,
         });
-        let key = service.create_namespace().await.expect("created");
+        let key = service.new_namespace().await.expect("created");
         for n in ["A", "B"] {
-            service
-                .put_secret(&key, &name(n), &value("v"))
-                .await
-                .expect("put");
+            service.put(&key, &name(n), &value("v")).await.expect("put");
         }
         assert!(matches!(
-            service.put_secret(&key, &name("C"), &value("v")).await,
-            Err(Error::NamespaceFull { limit: 2 })
+            service.put(&key, &name("C"), &value("v")).await,
+            Err(Error::NamespaceFull { limit: 2, .. })
         ));
         assert_eq!(
             service
-                .put_secret(&key, &name("A"), &value("w"))
+                .put(&key, &name("A"), &value("w"))
                 .await
                 .expect("update"),
             Upserted::Updated
         );
         // A patch that deletes one name and adds another stays within the limit.
         let after = service
-            .patch(&key, &[(name("A"), None), (name("C"), Some(value("c")))])
+            .apply(&key, &[(name("A"), None), (name("C"), Some(value("c")))])
             .await
             .expect("patch");
         assert_eq!(
@@ -651,7 +976,7 @@ mod tests {
         );
         // One that adds more than it deletes is refused whole.
         let refused = service
-            .patch(
+            .apply(
                 &key,
                 &[
                     (name("B"), Some(value("changed"))),
@@ -659,9 +984,12 @@ mod tests {
                 ],
             )
             .await;
-        assert!(matches!(refused, Err(Error::NamespaceFull { limit: 2 })));
+        assert!(matches!(
+            refused,
+            Err(Error::NamespaceFull { limit: 2, .. })
+        ));
         assert_eq!(
-            plain(&service.read_all(&key).await.expect("read")),
+            plain(&service.read(&key).await.expect("read")),
             plain(&after)
         );
     }
@@ -669,17 +997,17 @@ mod tests {
     #[tokio::test]
     async fn a_patch_sets_and_deletes_and_answers_the_whole_namespace() {
         let service = service();
-        let key = service.create_namespace().await.expect("created");
+        let key = service.new_namespace().await.expect("created");
         service
-            .put_secret(&key, &name("KEEP"), &value("k"))
+            .put(&key, &name("KEEP"), &value("k"))
             .await
             .expect("put");
         service
-            .put_secret(&key, &name("DROP"), &value("d"))
+            .put(&key, &name("DROP"), &value("d"))
             .await
             .expect("put");
         let after = service
-            .patch(
+            .apply(
                 &key,
                 &[
                     (name("DROP"), None),
@@ -698,36 +1026,33 @@ mod tests {
     #[tokio::test]
     async fn deleting_a_secret_twice_is_not_found_the_second_time() {
         let service = service();
-        let key = service.create_namespace().await.expect("created");
+        let key = service.new_namespace().await.expect("created");
         service
-            .put_secret(&key, &name("A"), &value("a"))
+            .put(&key, &name("A"), &value("a"))
             .await
             .expect("put");
-        service
-            .delete_secret(&key, &name("A"))
-            .await
-            .expect("deleted");
+        service.remove(&key, &name("A")).await.expect("deleted");
         assert!(matches!(
-            service.delete_secret(&key, &name("A")).await,
-            Err(Error::SecretNotFound)
+            service.remove(&key, &name("A")).await,
+            Err(Error::SecretNotFound { .. })
         ));
-        assert!(service.read_all(&key).await.expect("read").is_empty());
+        assert!(service.read(&key).await.expect("read").is_empty());
     }
 
     #[tokio::test]
     async fn key_listings_carry_digests_that_follow_the_value() {
         let service = service();
-        let key = service.create_namespace().await.expect("created");
+        let key = service.new_namespace().await.expect("created");
         service
-            .put_secret(&key, &name("A"), &value("one"))
+            .put(&key, &name("A"), &value("one"))
             .await
             .expect("put");
-        let before = service.list_keys(&key).await.expect("list");
+        let before = service.keys(&key).await.expect("list");
         service
-            .put_secret(&key, &name("A"), &value("two"))
+            .put(&key, &name("A"), &value("two"))
             .await
             .expect("put");
-        let after = service.list_keys(&key).await.expect("list");
+        let after = service.keys(&key).await.expect("list");
         assert_eq!(before.len(), 1);
         assert_eq!(after[0].name.as_str(), "A");
         assert_ne!(before[0].digest, after[0].digest);
@@ -736,14 +1061,14 @@ mod tests {
     #[tokio::test]
     async fn a_deleted_namespace_is_gone() {
         let service = service();
-        let key = service.create_namespace().await.expect("created");
+        let key = service.new_namespace().await.expect("created");
         service
-            .put_secret(&key, &name("A"), &value("a"))
+            .put(&key, &name("A"), &value("a"))
             .await
             .expect("put");
-        service.delete_namespace(&key).await.expect("deleted");
+        service.delete(&key).await.expect("deleted");
         assert!(matches!(
-            service.read_all(&key).await,
+            service.read(&key).await,
             Err(Error::NamespaceNotFound)
         ));
     }
@@ -751,18 +1076,18 @@ mod tests {
     #[tokio::test]
     async fn a_rotated_access_key_replaces_the_old_one_at_once() {
         let service = service();
-        let old = service.create_namespace().await.expect("created");
+        let old = service.new_namespace().await.expect("created");
         service
-            .put_secret(&old, &name("A"), &value("a"))
+            .put(&old, &name("A"), &value("a"))
             .await
             .expect("put");
-        let new = service.rotate_access_key(&old).await.expect("rotated");
+        let new = service.rotate(&old).await.expect("rotated");
         assert!(matches!(
-            service.read_all(&old).await,
+            service.read(&old).await,
             Err(Error::NamespaceNotFound)
         ));
         assert_eq!(
-            plain(&service.read_all(&new).await.expect("read")),
+            plain(&service.read(&new).await.expect("read")),
             [("A".into(), "a".into())]
         );
     }
@@ -771,12 +1096,12 @@ mod tests {
     async fn bulk_creation_returns_distinct_working_keys() {
         let service = service();
         let keys = service
-            .create_namespaces(BulkCount::parse(25).expect("count"))
+            .create_many(BulkCount::parse(25).expect("count"))
             .await
             .expect("created");
         assert_eq!(keys.len(), 25);
         for key in &keys {
-            assert!(service.read_all(key).await.expect("read").is_empty());
+            assert!(service.read(key).await.expect("read").is_empty());
         }
         let hashes: HashSet<_> = keys
             .iter()
@@ -808,6 +1133,7 @@ mod tests {
             },
             created_at: time::OffsetDateTime::UNIX_EPOCH,
             updated_at: time::OffsetDateTime::UNIX_EPOCH,
+            version: Revision::INITIAL,
         };
         let mut store = MockSecretStore::new();
         store.expect_read_namespace().returning(move |_| {
@@ -815,16 +1141,140 @@ mod tests {
                 NamespaceRecord {
                     id: victim,
                     data_key: victim_wrapped.clone(),
+                    revision: Revision::INITIAL,
                 },
                 vec![copied.clone()],
             )))
         });
         let service = SecretsService::new(store, envelope, random, Limits::default());
         let key = AccessKey::generate(&CountingRandom::default()).expect("key");
-        match service.read_all(&key).await {
+        match service.read(&key).await {
             Err(Error::Integrity { namespace }) => assert_eq!(namespace, victim),
             other => panic!("expected an integrity error, got {other:?}"),
         }
+    }
+
+    /// The worker's re-read of an unchanged namespace: one lookup of the namespace's id and
+    /// revision, then 304. The mocks fail the test if a secret is read or anything decrypted.
+    #[tokio::test]
+    async fn an_unchanged_namespace_is_not_modified_without_reading_or_decrypting_anything() {
+        let random = CountingRandom::default();
+        let id = NamespaceId::generate(&random).expect("id");
+        let key = AccessKey::generate(&random).expect("key");
+        let revision = Revision::new(7).expect("revision");
+        let current = ETag::new(&key, &Resource::Namespace(id), revision);
+        let mut store = MockSecretStore::new();
+        store
+            .expect_find_revision()
+            .times(2)
+            .returning(move |_| Ok(Some((id, revision))));
+        store.expect_read_namespace().never();
+        let mut envelope = crate::ports::MockEnvelope::new();
+        envelope.expect_open_data_key().never();
+        let service = SecretsService::new(store, envelope, random, Limits::default());
+        let condition = Condition {
+            if_match: None,
+            if_none_match: Some(Tags::List(vec![current])),
+        };
+        let read = service.read_all(&key, &condition).await.expect("read");
+        assert!(matches!(read.value, Conditional::NotModified));
+        assert_eq!((read.namespace, read.etag), (id, current));
+        let listed = service.list_keys(&key, &condition).await.expect("list");
+        assert!(matches!(listed.value, Conditional::NotModified));
+    }
+
+    #[tokio::test]
+    async fn a_write_with_the_entity_tag_it_read_goes_through_once() {
+        let service = service();
+        let key = service.new_namespace().await.expect("created");
+        service
+            .put(&key, &name("A"), &value("1"))
+            .await
+            .expect("put");
+        let read = service
+            .read_all(&key, &Condition::default())
+            .await
+            .expect("read");
+        let if_match = Condition {
+            if_match: Some(Tags::List(vec![read.etag])),
+            if_none_match: None,
+        };
+        let written = service
+            .put_secret(&key, &name("B"), &value("2"), &if_match, Target::Namespace)
+            .await
+            .expect("the tag is current");
+        assert_eq!(written.namespace, read.namespace);
+        assert_ne!(written.etag, read.etag, "the write moved the namespace");
+        match service
+            .put_secret(&key, &name("C"), &value("3"), &if_match, Target::Namespace)
+            .await
+        {
+            Err(Error::PreconditionFailed { namespace }) => assert_eq!(namespace, read.namespace),
+            other => panic!("expected a failed precondition, got {other:?}"),
+        }
+        match service.remove(&key, &name("NONE")).await {
+            Err(error) => assert_eq!(error.namespace(), Some(read.namespace)),
+            Ok(()) => panic!("there is no such secret"),
+        }
+        assert_eq!(
+            plain(&service.read(&key).await.expect("read")),
+            [("A".into(), "1".into()), ("B".into(), "2".into())]
+        );
+        // The tag of the namespace now: the write answered it.
+        let now = service
+            .read_all(&key, &Condition::default())
+            .await
+            .expect("read");
+        assert_eq!(now.etag, written.etag);
+    }
+
+    #[tokio::test]
+    async fn every_refusal_after_the_namespace_was_found_names_it() {
+        let service = service_with(Limits {
+            max_value_bytes: 4,
+            max_secrets_per_namespace: 1,
+        });
+        let issued = service.create_namespace().await.expect("created");
+        let (key, id) = (&issued.access_key, Some(issued.namespace));
+        service
+            .put(key, &name("A"), &value("a"))
+            .await
+            .expect("put");
+        let stranger = AccessKey::generate(&CountingRandom::default()).expect("key");
+        let none = Condition::default();
+        let refusals = [
+            (
+                "too large",
+                service.put(key, &name("A"), &value("12345")).await.err(),
+            ),
+            (
+                "full",
+                service.put(key, &name("B"), &value("b")).await.err(),
+            ),
+            ("no such secret", service.get(key, &name("B")).await.err()),
+            (
+                "no such secret to delete",
+                service.remove(key, &name("B")).await.err(),
+            ),
+        ];
+        for (why, error) in refusals {
+            assert_eq!(error.expect(why).namespace(), id, "{why}");
+        }
+        let patched = service
+            .patch(key, &[(name("B"), Some(value("b")))], &none)
+            .await;
+        assert_eq!(patched.expect_err("full").namespace(), id);
+        // Refused before any namespace is found: nothing to name.
+        let too_large = service.put(&stranger, &name("A"), &value("12345")).await;
+        assert!(matches!(
+            too_large,
+            Err(Error::ValueTooLarge {
+                namespace: None,
+                ..
+            })
+        ));
+        let unknown = service.read_all(&stranger, &none).await;
+        assert_eq!(unknown.expect_err("unknown").namespace(), None);
     }
 
     #[tokio::test]
@@ -844,11 +1294,11 @@ mod tests {
         );
         let key = AccessKey::generate(&CountingRandom::default()).expect("key");
         assert!(matches!(
-            service.put_secret(&key, &name("A"), &value("a")).await,
+            service.put(&key, &name("A"), &value("a")).await,
             Err(Error::Unavailable(_))
         ));
         assert!(matches!(
-            service.create_namespace().await,
+            service.new_namespace().await,
             Err(Error::Unavailable(_))
         ));
     }
@@ -856,10 +1306,10 @@ mod tests {
     #[tokio::test]
     async fn a_namespace_wrapped_under_an_unconfigured_key_names_that_key() {
         let old = with_keys(InMemoryStore::new(), "old-kek", &[]);
-        let key = old.create_namespace().await.expect("created");
+        let key = old.new_namespace().await.expect("created");
         let SecretsService { store, .. } = old;
         let new = with_keys(store, "new-kek", &[]);
-        match new.read_all(&key).await {
+        match new.read(&key).await {
             Err(Error::UnknownKey { key_id, .. }) => assert_eq!(key_id, KeyId::new("old-kek")),
             other => panic!("expected an unknown key error, got {other:?}"),
         }
@@ -907,12 +1357,17 @@ mod tests {
     async fn rotation_rewraps_every_data_key_in_batches_and_secrets_still_read() {
         let old = with_keys(InMemoryStore::new(), "old-kek", &[]);
         let keys = old
-            .create_namespaces(BulkCount::parse(7).expect("count"))
+            .create_many(BulkCount::parse(7).expect("count"))
             .await
             .expect("created");
-        old.put_secret(&keys[0], &name("A"), &value("a"))
+        old.put(&keys[0], &name("A"), &value("a"))
             .await
             .expect("put");
+        let before = old
+            .read_all(&keys[0], &Condition::default())
+            .await
+            .expect("read")
+            .etag;
         let SecretsService { store, .. } = old;
         let rotated = with_keys(store, "new-kek", &["old-kek"]);
         rotated
@@ -949,8 +1404,13 @@ mod tests {
             .await
             .expect("nothing is wrapped under old-kek any more");
         assert_eq!(
-            plain(&current.read_all(&keys[0]).await.expect("read")),
+            plain(&current.read(&keys[0]).await.expect("read")),
             [("A".into(), "a".into())]
         );
+        let after = current
+            .read_all(&keys[0], &Condition::default())
+            .await
+            .expect("read");
+        assert_eq!(after.etag, before, "a KEK rotation changes no entity tag");
     }
 }

@@ -12,14 +12,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
+use crate::etag::{Condition, Revision};
 use crate::import::{
     Applied, Fingerprint, ImportBase, ImportRecord, ImportStore, ImportUpdate, ImportedState,
     NewImport, OriginalId, state_digest,
 };
 use crate::model::{AccessKeyHash, KeyId, NamespaceId, SecretName, SecretValue};
 use crate::ports::{
-    CryptoError, Envelope, KeyCheck, NameIndex, NamespaceKeys, NamespaceRecord, NewNamespace,
-    Random, RandomError, SealedSecret, SecretStore, StoreError, StoredSecret, Upserted, WrappedKey,
+    CryptoError, Envelope, Guard, KeyCheck, NameIndex, NamespaceKeys, NamespaceRecord,
+    NewNamespace, Patched, Random, RandomError, SealedSecret, SecretStore, StoreError,
+    StoredSecret, Upserted, WrappedKey, Written, patch_fits,
 };
 
 /// Deterministic "randomness": a counter spread over the buffer. Distinct calls give
@@ -197,11 +199,22 @@ impl NamespaceKeys for FakeKeys {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Namespace {
     access_hash: AccessKeyHash,
     data_key: WrappedKey,
+    revision: Revision,
     secrets: BTreeMap<NameIndex, StoredSecret>,
+}
+
+impl Namespace {
+    fn record(&self, id: NamespaceId) -> NamespaceRecord {
+        NamespaceRecord {
+            id,
+            data_key: self.data_key.clone(),
+            revision: self.revision,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -258,11 +271,18 @@ impl InMemoryStore {
     }
 }
 
-fn upsert(ns: &mut Namespace, secret: &SealedSecret, now: OffsetDateTime) -> Upserted {
+/// Writes `secret` at version `version` (the namespace's next revision).
+fn upsert(
+    ns: &mut Namespace,
+    secret: &SealedSecret,
+    now: OffsetDateTime,
+    version: Revision,
+) -> Upserted {
     if let Some(existing) = ns.secrets.get_mut(&secret.index) {
         existing.sealed.value.clone_from(&secret.value);
         existing.sealed.name.clone_from(&secret.name);
         existing.updated_at = now;
+        existing.version = version;
         return Upserted::Updated;
     }
     ns.secrets.insert(
@@ -271,6 +291,7 @@ fn upsert(ns: &mut Namespace, secret: &SealedSecret, now: OffsetDateTime) -> Ups
             sealed: secret.clone(),
             created_at: now,
             updated_at: now,
+            version,
         },
     );
     Upserted::Created
@@ -295,6 +316,7 @@ impl SecretStore for InMemoryStore {
                     Namespace {
                         access_hash: ns.access_hash,
                         data_key: ns.data_key.clone(),
+                        revision: Revision::INITIAL,
                         secrets: BTreeMap::new(),
                     },
                 );
@@ -309,11 +331,17 @@ impl SecretStore for InMemoryStore {
     ) -> Result<Option<NamespaceRecord>, StoreError> {
         Ok(self.with(|state| {
             let id = *state.by_access.get(access)?;
-            let ns = state.namespaces.get(&id)?;
-            Some(NamespaceRecord {
-                id,
-                data_key: ns.data_key.clone(),
-            })
+            Some(state.namespaces.get(&id)?.record(id))
+        }))
+    }
+
+    async fn find_revision(
+        &self,
+        access: &AccessKeyHash,
+    ) -> Result<Option<(NamespaceId, Revision)>, StoreError> {
+        Ok(self.with(|state| {
+            let id = *state.by_access.get(access)?;
+            Some((id, state.namespaces.get(&id)?.revision))
         }))
     }
 
@@ -324,11 +352,7 @@ impl SecretStore for InMemoryStore {
         Ok(self.with(|state| {
             let id = *state.by_access.get(access)?;
             let ns = state.namespaces.get(&id)?;
-            let record = NamespaceRecord {
-                id,
-                data_key: ns.data_key.clone(),
-            };
-            Some((record, ns.secrets.values().cloned().collect()))
+            Some((ns.record(id), ns.secrets.values().cloned().collect()))
         }))
     }
 
@@ -345,17 +369,24 @@ impl SecretStore for InMemoryStore {
         ns: NamespaceId,
         secret: &SealedSecret,
         max_secrets: u32,
-    ) -> Result<Upserted, StoreError> {
+        guard: &Guard,
+    ) -> Result<Written, StoreError> {
         self.with(|state| {
             let namespace = state
                 .namespaces
                 .get_mut(&ns)
                 .ok_or(StoreError::NamespaceNotFound)?;
-            let is_new = !namespace.secrets.contains_key(&secret.index);
-            if is_new && namespace.secrets.len() >= max_secrets as usize {
+            let current = namespace.secrets.get(&secret.index).map(|s| s.version);
+            if !guard.holds(namespace.revision, current) {
+                return Err(StoreError::PreconditionFailed);
+            }
+            if current.is_none() && namespace.secrets.len() >= max_secrets as usize {
                 return Err(StoreError::NamespaceFull);
             }
-            Ok(upsert(namespace, secret, OffsetDateTime::now_utc()))
+            let revision = namespace.revision.next();
+            namespace.revision = revision;
+            let upserted = upsert(namespace, secret, OffsetDateTime::now_utc(), revision);
+            Ok(Written { upserted, revision })
         })
     }
 
@@ -365,71 +396,98 @@ impl SecretStore for InMemoryStore {
         upserts: &[SealedSecret],
         deletes: &[NameIndex],
         max_secrets: u32,
-    ) -> Result<Vec<StoredSecret>, StoreError> {
+        condition: &Condition<Revision>,
+    ) -> Result<Patched, StoreError> {
         self.with(|state| {
             let namespace = state
                 .namespaces
                 .get_mut(&ns)
                 .ok_or(StoreError::NamespaceNotFound)?;
+            if !condition.holds(Some(&namespace.revision)) {
+                return Err(StoreError::PreconditionFailed);
+            }
             let before = namespace.secrets.len();
-            let mut after = namespace.secrets.clone();
+            let mut scratch = namespace.clone();
+            let mut changed = !upserts.is_empty();
             for index in deletes {
-                after.remove(index);
+                changed |= scratch.secrets.remove(index).is_some();
             }
-            let mut scratch = Namespace {
-                access_hash: namespace.access_hash,
-                data_key: namespace.data_key.clone(),
-                secrets: after,
-            };
-            let now = OffsetDateTime::now_utc();
+            if changed {
+                scratch.revision = scratch.revision.next();
+            }
+            let (now, revision) = (OffsetDateTime::now_utc(), scratch.revision);
             for secret in upserts {
-                upsert(&mut scratch, secret, now);
+                upsert(&mut scratch, secret, now, revision);
             }
-            let after = scratch.secrets.len();
-            if after > max_secrets as usize && after > before {
+            if !patch_fits(before as u64, scratch.secrets.len() as u64, max_secrets) {
                 return Err(StoreError::NamespaceFull);
             }
-            namespace.secrets = scratch.secrets;
-            Ok(namespace.secrets.values().cloned().collect())
+            *namespace = scratch;
+            Ok(Patched {
+                revision: namespace.revision,
+                secrets: namespace.secrets.values().cloned().collect(),
+            })
         })
     }
 
-    async fn delete_secret(&self, ns: NamespaceId, index: &NameIndex) -> Result<bool, StoreError> {
-        Ok(self.with(|state| {
-            state
-                .namespaces
-                .get_mut(&ns)
-                .is_some_and(|namespace| namespace.secrets.remove(index).is_some())
-        }))
+    async fn delete_secret(
+        &self,
+        ns: NamespaceId,
+        index: &NameIndex,
+        guard: &Guard,
+    ) -> Result<Option<Revision>, StoreError> {
+        self.with(|state| {
+            let Some(namespace) = state.namespaces.get_mut(&ns) else {
+                return Ok(None);
+            };
+            let Some(current) = namespace.secrets.get(index).map(|s| s.version) else {
+                return Ok(None);
+            };
+            if !guard.holds(namespace.revision, Some(current)) {
+                return Err(StoreError::PreconditionFailed);
+            }
+            namespace.secrets.remove(index);
+            namespace.revision = namespace.revision.next();
+            Ok(Some(namespace.revision))
+        })
     }
 
-    async fn delete_namespace(&self, access: &AccessKeyHash) -> Result<bool, StoreError> {
-        Ok(self.with(|state| {
+    async fn delete_namespace(
+        &self,
+        access: &AccessKeyHash,
+        condition: &Condition<Revision>,
+    ) -> Result<Option<NamespaceId>, StoreError> {
+        self.with(|state| {
             let Some(id) = state.by_access.get(access).copied() else {
-                return false;
+                return Ok(None);
             };
+            let revision = state.namespaces.get(&id).map(|ns| ns.revision);
+            if !condition.holds(revision.as_ref()) {
+                return Err(StoreError::PreconditionFailed);
+            }
             state.remove_namespace(id);
-            true
-        }))
+            Ok(Some(id))
+        })
     }
 
     async fn replace_access_hash(
         &self,
         old: &AccessKeyHash,
         new: &AccessKeyHash,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<NamespaceId>, StoreError> {
         self.with(|state| {
             if state.by_access.contains_key(new) {
                 return Err(StoreError::Conflict);
             }
             let Some(id) = state.by_access.remove(old) else {
-                return Ok(false);
+                return Ok(None);
             };
             state.by_access.insert(*new, id);
             if let Some(ns) = state.namespaces.get_mut(&id) {
                 ns.access_hash = *new;
+                ns.revision = ns.revision.next();
             }
-            Ok(true)
+            Ok(Some(id))
         })
     }
 
@@ -495,10 +553,7 @@ impl SecretStore for InMemoryStore {
                 .iter()
                 .filter(|(id, ns)| after.is_none_or(|a| **id > a) && ns.data_key.key_id != *active)
                 .take(limit as usize)
-                .map(|(id, ns)| NamespaceRecord {
-                    id: *id,
-                    data_key: ns.data_key.clone(),
-                })
+                .map(|(id, ns)| ns.record(*id))
                 .collect()
         }))
     }
@@ -553,13 +608,15 @@ impl ImportStore for InMemoryStore {
                 return Err(StoreError::Conflict);
             }
             let now = OffsetDateTime::now_utc();
+            // A namespace imported whole starts as a created one does, its secrets with it.
             let mut namespace = Namespace {
                 access_hash: ns.access_hash,
                 data_key: ns.data_key.clone(),
+                revision: Revision::INITIAL,
                 secrets: BTreeMap::new(),
             };
             for secret in &import.secrets {
-                upsert(&mut namespace, secret, now);
+                upsert(&mut namespace, secret, now, Revision::INITIAL);
             }
             state.by_access.insert(ns.access_hash, ns.id);
             state.namespaces.insert(ns.id, namespace);
@@ -584,10 +641,7 @@ impl ImportStore for InMemoryStore {
             let namespace = import.namespace.and_then(|id| {
                 let ns = state.namespaces.get(&id)?;
                 Some((
-                    NamespaceRecord {
-                        id,
-                        data_key: ns.data_key.clone(),
-                    },
+                    ns.record(id),
                     ns.access_hash,
                     ns.secrets.values().cloned().collect(),
                 ))
@@ -628,15 +682,22 @@ impl ImportStore for InMemoryStore {
                 .namespaces
                 .get_mut(&update.namespace)
                 .ok_or(StoreError::NamespaceNotFound)?;
+            // A merge is a change inside the namespace: it moves to its next revision, which
+            // the secrets it writes take as their version.
+            let mut changed = !update.upserts.is_empty();
             if let Some(access) = update.access {
                 ns.access_hash = access;
+                changed = true;
             }
             for index in &update.deletes {
-                ns.secrets.remove(index);
+                changed |= ns.secrets.remove(index).is_some();
             }
-            let now = OffsetDateTime::now_utc();
+            if changed {
+                ns.revision = ns.revision.next();
+            }
+            let (now, revision) = (OffsetDateTime::now_utc(), ns.revision);
             for secret in &update.upserts {
-                upsert(ns, secret, now);
+                upsert(ns, secret, now, revision);
             }
             if let Some(import) = state.imports.get_mut(&update.original) {
                 import.source = update.source;

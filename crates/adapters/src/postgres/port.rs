@@ -5,20 +5,29 @@
 //! (`SELECT .. FOR UPDATE`), so writers of one namespace run one after another and the secret
 //! count each of them sees is exact under PostgreSQL's default READ COMMITTED isolation. Readers
 //! never wait: the hot read is one statement, hence one snapshot.
+//!
+//! # Preconditions
+//! A conditional write reads the revision (and the secret's version) it compares with under
+//! that lock, in its own transaction, and commits only when the precondition holds: nobody can
+//! move either between the comparison and the commit, so of many writers holding the same
+//! revision exactly one gets through. An unconditional write reads nothing first and keeps its
+//! one round trip; a conditional one takes three (`BEGIN`; the lock, the read and the write
+//! pipelined; `COMMIT`), and a failed precondition rolls back what the write did.
 
 use async_trait::async_trait;
 use deadpool_postgres::Client;
+use secrets_domain::etag::{Condition, Revision};
 use secrets_domain::model::{AccessKeyHash, KeyId, NamespaceId};
 use secrets_domain::ports::{
-    KeyCheck, NameIndex, NamespaceRecord, NewNamespace, SealedSecret, SecretStore, StoreError,
-    StoredSecret, Upserted, WrappedKey,
+    Guard, KeyCheck, NameIndex, NamespaceRecord, NewNamespace, Patched, SealedSecret, SecretStore,
+    StoreError, StoredSecret, Upserted, WrappedKey, Written, patch_fits,
 };
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use super::PostgresStore;
 use super::error::db;
-use super::rows::{key_check, key_count, namespace_record, stored_secret};
+use super::rows::{key_check, key_count, namespace_record, revision, stored_secret};
 use super::sql;
 
 #[async_trait]
@@ -76,6 +85,29 @@ impl SecretStore for PostgresStore {
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
+    async fn find_revision(
+        &self,
+        access: &AccessKeyHash,
+    ) -> Result<Option<(NamespaceId, Revision)>, StoreError> {
+        self.run(async |client| {
+            let row = query_opt(
+                client,
+                sql::FIND_REVISION,
+                &[&access.as_bytes().as_slice(), &access.kind().code()],
+            )
+            .await?;
+            row.map(|row| {
+                Ok((
+                    NamespaceId::from_uuid(row.try_get(0).map_err(db)?),
+                    revision(&row, 1)?,
+                ))
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn read_namespace(
         &self,
         access: &AccessKeyHash,
@@ -94,8 +126,8 @@ impl SecretStore for PostgresStore {
             let mut secrets = Vec::with_capacity(rows.len());
             for row in &rows {
                 // Only an empty namespace's single row has no secret in it.
-                if row.try_get::<_, Option<&[u8]>>(3).map_err(db)?.is_some() {
-                    secrets.push(stored_secret(row, 3)?);
+                if row.try_get::<_, Option<&[u8]>>(4).map_err(db)?.is_some() {
+                    secrets.push(stored_secret(row, 4)?);
                 }
             }
             Ok(Some((record, secrets)))
@@ -121,71 +153,37 @@ impl SecretStore for PostgresStore {
         .await
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(ns = %ns))]
+    #[tracing::instrument(level = "debug", skip_all, fields(ns = %ns, conditional = !guard.is_none()))]
     async fn upsert_secret(
         &self,
         ns: NamespaceId,
         secret: &SealedSecret,
         max_secrets: u32,
-    ) -> Result<Upserted, StoreError> {
+        guard: &Guard,
+    ) -> Result<Written, StoreError> {
         let id = ns.as_uuid();
+        let index = secret.index.0.as_slice();
         let max = i64::from(max_secrets);
-        self.run(async |client| {
-            let bound = client
-                .prepare_cached(sql::BOUND_TRANSACTION)
-                .await
-                .map_err(db)?;
-            let lock = client
-                .prepare_cached(sql::LOCK_NAMESPACE)
-                .await
-                .map_err(db)?;
-            let upsert = client
-                .prepare_cached(sql::UPSERT_SECRET)
-                .await
-                .map_err(db)?;
-            // The whole transaction goes out in one round trip: tokio-postgres pipelines
-            // requests that are polled together, and `join5` first polls them in this order.
-            // The server still runs them one after the other, so the upsert starts, and takes
-            // its snapshot, only once the lock is held. Whatever happens, the COMMIT ends the
-            // transaction, also when this future is dropped half-way (the requests are sent
-            // already): a full namespace makes the upsert write nothing and return no row, and
-            // the COMMIT commits nothing; a missing namespace makes the upsert fail on the
-            // foreign key, which aborts the transaction, and the COMMIT then rolls it back.
-            let (begun, bounded, locked, written, committed) = futures_util::future::join5(
-                client.batch_execute(sql::BEGIN),
-                client.query_one(&bound, &[&self.server_timeout]),
-                client.query_opt(&lock, &[&id]),
-                client.query_opt(
-                    &upsert,
-                    &[
-                        &id,
-                        &secret.index.0.as_slice(),
-                        &secret.name,
-                        &secret.value,
-                        &max,
-                    ],
-                ),
-                client.batch_execute(sql::COMMIT),
+        let params: [&(dyn ToSql + Sync); 5] = [&id, &index, &secret.name, &secret.value, &max];
+        // A full namespace makes the upsert write nothing and return no row (then the COMMIT
+        // commits nothing); a missing one makes the lock and the upsert find nothing.
+        let found = self
+            .secret_write(
+                sql::UPSERT_SECRET,
+                &id,
+                index,
+                &params,
+                |revision, version| {
+                    if guard.holds(revision, version) {
+                        Ok(true)
+                    } else {
+                        Err(StoreError::PreconditionFailed)
+                    }
+                },
+                guard.is_none(),
             )
-            .await;
-            begun.map_err(db)?;
-            bounded.map_err(db)?;
-            // The lock's empty answer says why the upsert failed.
-            if locked.map_err(db)?.is_none() {
-                return Err(StoreError::NamespaceNotFound);
-            }
-            let Some(row) = written.map_err(db)? else {
-                return Err(StoreError::NamespaceFull);
-            };
-            committed.map_err(db)?;
-            let created: bool = row.try_get(0).map_err(db)?;
-            Ok(if created {
-                Upserted::Created
-            } else {
-                Upserted::Updated
-            })
-        })
-        .await
+            .await?;
+        written_row(found.ok_or(StoreError::NamespaceNotFound)?)
     }
 
     #[tracing::instrument(
@@ -199,7 +197,8 @@ impl SecretStore for PostgresStore {
         upserts: &[SealedSecret],
         deletes: &[NameIndex],
         max_secrets: u32,
-    ) -> Result<Vec<StoredSecret>, StoreError> {
+        condition: &Condition<Revision>,
+    ) -> Result<Patched, StoreError> {
         let id = ns.as_uuid();
         // The last write of an index wins, as if the upserts ran one by one.
         let mut seen = std::collections::HashSet::with_capacity(upserts.len());
@@ -208,6 +207,7 @@ impl SecretStore for PostgresStore {
             .rev()
             .filter(|secret| seen.insert(secret.index))
             .collect();
+        let writes = !upserts.is_empty();
         let indexes: Vec<&[u8]> = upserts.iter().map(|s| s.index.0.as_slice()).collect();
         let names: Vec<&[u8]> = upserts.iter().map(|s| s.name.as_slice()).collect();
         let values: Vec<&[u8]> = upserts.iter().map(|s| s.value.as_slice()).collect();
@@ -224,69 +224,128 @@ impl SecretStore for PostgresStore {
             let upsert = tx.prepare_cached(sql::UPSERT_SECRETS).await.map_err(db)?;
             let list = tx.prepare_cached(sql::LIST_SECRETS).await.map_err(db)?;
             // Pipelined as in `upsert_secret`: sent together, run in this order, each statement
-            // after the lock with its own fresh snapshot. The count is the one before the patch,
-            // the list the state after it, read inside this transaction.
+            // after the lock with its own fresh snapshot. The lock gives the revision before the
+            // patch and the count the size before it; the deletes move the revision when the
+            // patch changes anything, the upserts take the moved one as their version, and the
+            // list is the state after it, read inside this transaction. A precondition or the
+            // limit that fails rolls all of it back when `tx` is dropped.
             // (`join` polls the bound first, then `join5` its five in order.)
-            let (bounded, (locked, before, removed, upserted, after)) = futures_util::future::join(
+            let (bounded, (locked, before, moved, upserted, after)) = futures_util::future::join(
                 tx.query_one(&bound, &[&self.server_timeout]),
                 futures_util::future::join5(
                     tx.query_opt(&lock, &[&id]),
                     tx.query_one(&count, &[&id]),
-                    tx.execute(&delete, &[&id, &deletes]),
+                    tx.query_opt(&delete, &[&id, &deletes, &writes]),
                     tx.execute(&upsert, &[&id, &indexes, &names, &values]),
                     tx.query(&list, &[&id]),
                 ),
             )
             .await;
             bounded.map_err(db)?;
-            if locked.map_err(db)?.is_none() {
+            let Some(locked) = locked.map_err(db)? else {
                 return Err(StoreError::NamespaceNotFound);
+            };
+            let was = revision(&locked, 0)?;
+            if !condition.holds(Some(&was)) {
+                return Err(StoreError::PreconditionFailed);
             }
             let before: i64 = before.map_err(db)?.try_get(0).map_err(db)?;
-            removed.map_err(db)?;
+            let moved = moved.map_err(db)?;
             upserted.map_err(db)?;
             let after = after.map_err(db)?;
-            let count = after.len() as i64;
-            // A namespace already over a lowered limit may still be patched, as long as the
-            // patch does not grow it.
-            if count > i64::from(max_secrets) && count > before {
+            if !patch_fits(before as u64, after.len() as u64, max_secrets) {
                 return Err(StoreError::NamespaceFull);
             }
             let secrets = after
                 .iter()
                 .map(|row| stored_secret(row, 0))
                 .collect::<Result<Vec<_>, _>>()?;
+            let revision = moved
+                .map(|row| revision(&row, 0))
+                .transpose()?
+                .unwrap_or(was);
             tx.commit().await.map_err(db)?;
-            Ok(secrets)
+            Ok(Patched { revision, secrets })
         })
         .await
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(ns = %ns))]
-    async fn delete_secret(&self, ns: NamespaceId, index: &NameIndex) -> Result<bool, StoreError> {
-        // No namespace lock: a delete never makes room for more than the limit allows.
-        self.run(async |client| {
-            let deleted = execute(
-                client,
+    #[tracing::instrument(level = "debug", skip_all, fields(ns = %ns, conditional = !guard.is_none()))]
+    async fn delete_secret(
+        &self,
+        ns: NamespaceId,
+        index: &NameIndex,
+        guard: &Guard,
+    ) -> Result<Option<Revision>, StoreError> {
+        let id = ns.as_uuid();
+        let index = index.0.as_slice();
+        let found = self
+            .secret_write(
                 sql::DELETE_SECRET,
-                &[&ns.as_uuid(), &index.0.as_slice()],
+                &id,
+                index,
+                &[&id, &index],
+                |revision, version| {
+                    // An absent secret is answered as absent, whatever the guard says.
+                    let Some(version) = version else {
+                        return Ok(false);
+                    };
+                    if guard.holds(revision, Some(version)) {
+                        Ok(true)
+                    } else {
+                        Err(StoreError::PreconditionFailed)
+                    }
+                },
+                guard.is_none(),
             )
             .await?;
-            Ok(deleted > 0)
-        })
-        .await
+        found.flatten().map(|row| revision(&row, 0)).transpose()
     }
 
-    #[tracing::instrument(level = "debug", skip_all)]
-    async fn delete_namespace(&self, access: &AccessKeyHash) -> Result<bool, StoreError> {
+    #[tracing::instrument(level = "debug", skip_all, fields(conditional = !condition.is_none()))]
+    async fn delete_namespace(
+        &self,
+        access: &AccessKeyHash,
+        condition: &Condition<Revision>,
+    ) -> Result<Option<NamespaceId>, StoreError> {
+        let (hash, kind) = (access.as_bytes().as_slice(), access.kind().code());
+        let id = |row: Option<Row>| -> Result<Option<NamespaceId>, StoreError> {
+            row.map(|row| row.try_get(0).map(NamespaceId::from_uuid).map_err(db))
+                .transpose()
+        };
         self.run(async |client| {
-            let deleted = execute(
-                client,
-                sql::DELETE_NAMESPACE,
-                &[&access.as_bytes().as_slice(), &access.kind().code()],
+            if condition.is_none() {
+                return id(query_opt(client, sql::DELETE_NAMESPACE, &[&hash, &kind]).await?);
+            }
+            let bound = client
+                .prepare_cached(sql::BOUND_TRANSACTION)
+                .await
+                .map_err(db)?;
+            let lock = client
+                .prepare_cached(sql::LOCK_NAMESPACE_BY_ACCESS)
+                .await
+                .map_err(db)?;
+            let delete = client
+                .prepare_cached(sql::DELETE_NAMESPACE)
+                .await
+                .map_err(db)?;
+            let tx = client.transaction().await.map_err(db)?;
+            let (bounded, locked, deleted) = futures_util::future::join3(
+                tx.query_one(&bound, &[&self.server_timeout]),
+                tx.query_opt(&lock, &[&hash, &kind]),
+                tx.query_opt(&delete, &[&hash, &kind]),
             )
-            .await?;
-            Ok(deleted > 0)
+            .await;
+            bounded.map_err(db)?;
+            let Some(locked) = locked.map_err(db)? else {
+                return Ok(None);
+            };
+            if !condition.holds(Some(&revision(&locked, 0)?)) {
+                return Err(StoreError::PreconditionFailed);
+            }
+            let deleted = id(deleted.map_err(db)?)?;
+            tx.commit().await.map_err(db)?;
+            Ok(deleted)
         })
         .await
     }
@@ -296,9 +355,9 @@ impl SecretStore for PostgresStore {
         &self,
         old: &AccessKeyHash,
         new: &AccessKeyHash,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<NamespaceId>, StoreError> {
         self.run(async |client| {
-            let replaced = execute(
+            let row = query_opt(
                 client,
                 sql::REPLACE_ACCESS_HASH,
                 &[
@@ -309,7 +368,8 @@ impl SecretStore for PostgresStore {
                 ],
             )
             .await?;
-            Ok(replaced > 0)
+            row.map(|row| row.try_get(0).map(NamespaceId::from_uuid).map_err(db))
+                .transpose()
         })
         .await
     }
@@ -430,6 +490,97 @@ impl SecretStore for PostgresStore {
         })
         .await
     }
+}
+
+impl PostgresStore {
+    /// Runs `write` (a statement on one secret of namespace `id`, yielding at most one row) in a
+    /// transaction of its own, after the namespace's lock (see the module's `# Concurrency`).
+    /// `None` when the namespace does not exist; otherwise the write's row, if it made one.
+    ///
+    /// `unconditional`: the whole transaction goes out in one round trip. tokio-postgres
+    /// pipelines requests that are polled together, and `join5` first polls them in this order;
+    /// the server still runs them one after the other, so the write starts, and takes its
+    /// snapshot, only once the lock is held. Whatever happens, the COMMIT ends the transaction,
+    /// also when this future is dropped half-way (the requests are sent already).
+    ///
+    /// Otherwise (see the module's `# Preconditions`) the write is sent with the reads of the
+    /// namespace's revision and of the secret's version (`None`: absent), and `keep` decides from
+    /// them whether it stays: `Ok(true)` commits, `Ok(false)` rolls back and answers as if no
+    /// row was written, an error rolls back and is the answer. The transaction also rolls back
+    /// when it is dropped, on every early return.
+    async fn secret_write(
+        &self,
+        write: &str,
+        id: &uuid::Uuid,
+        index: &[u8],
+        params: &[&(dyn ToSql + Sync)],
+        keep: impl FnOnce(Revision, Option<Revision>) -> Result<bool, StoreError>,
+        unconditional: bool,
+    ) -> Result<Option<Option<Row>>, StoreError> {
+        self.run(async |client| {
+            let bound = client
+                .prepare_cached(sql::BOUND_TRANSACTION)
+                .await
+                .map_err(db)?;
+            let lock = client
+                .prepare_cached(sql::LOCK_NAMESPACE)
+                .await
+                .map_err(db)?;
+            let write = client.prepare_cached(write).await.map_err(db)?;
+            if unconditional {
+                let (begun, bounded, locked, written, committed) = futures_util::future::join5(
+                    client.batch_execute(sql::BEGIN),
+                    client.query_one(&bound, &[&self.server_timeout]),
+                    client.query_opt(&lock, &[id]),
+                    client.query_opt(&write, params),
+                    client.batch_execute(sql::COMMIT),
+                )
+                .await;
+                begun.map_err(db)?;
+                bounded.map_err(db)?;
+                let locked = locked.map_err(db)?;
+                let written = written.map_err(db)?;
+                committed.map_err(db)?;
+                return Ok(locked.map(|_| written));
+            }
+            let version = client
+                .prepare_cached(sql::SECRET_VERSION)
+                .await
+                .map_err(db)?;
+            let tx = client.transaction().await.map_err(db)?;
+            let (bounded, locked, current, written) = futures_util::future::join4(
+                tx.query_one(&bound, &[&self.server_timeout]),
+                tx.query_opt(&lock, &[id]),
+                tx.query_opt(&version, &[id, &index]),
+                tx.query_opt(&write, params),
+            )
+            .await;
+            bounded.map_err(db)?;
+            let Some(locked) = locked.map_err(db)? else {
+                return Ok(None);
+            };
+            let current = current
+                .map_err(db)?
+                .map(|row| revision(&row, 0))
+                .transpose()?;
+            if !keep(revision(&locked, 0)?, current)? {
+                return Ok(Some(None));
+            }
+            let written = written.map_err(db)?;
+            tx.commit().await.map_err(db)?;
+            Ok(Some(written))
+        })
+        .await
+    }
+}
+
+/// What an upsert's row says: `created, version` (no row: the namespace was full).
+fn written_row(row: Option<Row>) -> Result<Written, StoreError> {
+    let row = row.ok_or(StoreError::NamespaceFull)?;
+    Ok(Written {
+        upserted: Upserted::new(row.try_get(0).map_err(db)?),
+        revision: revision(&row, 1)?,
+    })
 }
 
 /// Runs `sql` (prepared once per connection, then cached) with `params`, and returns its rows.

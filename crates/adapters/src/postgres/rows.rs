@@ -1,5 +1,6 @@
 //! Rows as the port's types.
 
+use secrets_domain::etag::Revision;
 use secrets_domain::model::{KeyId, NamespaceId};
 use secrets_domain::ports::{
     KeyCheck, NameIndex, NamespaceRecord, SealedSecret, StoreError, StoredSecret, WrappedKey,
@@ -8,7 +9,7 @@ use tokio_postgres::Row;
 
 use super::error::db;
 
-/// A namespace from a row whose first three columns are `id, kek_id, wrapped_dek`.
+/// A namespace from a row whose first four columns are `id, kek_id, wrapped_dek, revision`.
 pub(super) fn namespace_record(row: &Row) -> Result<NamespaceRecord, StoreError> {
     Ok(NamespaceRecord {
         id: NamespaceId::from_uuid(row.try_get(0).map_err(db)?),
@@ -16,11 +17,22 @@ pub(super) fn namespace_record(row: &Row) -> Result<NamespaceRecord, StoreError>
             key_id: KeyId::new(row.try_get::<_, String>(1).map_err(db)?),
             ciphertext: row.try_get(2).map_err(db)?,
         },
+        revision: revision(row, 3)?,
     })
 }
 
-/// A secret from the five columns `name_index, name_ct, value_ct, created_at, updated_at`
-/// starting at column `at`.
+/// A revision (or version) from column `at`.
+pub(super) fn revision(row: &Row, at: usize) -> Result<Revision, StoreError> {
+    let stored: i64 = row.try_get(at).map_err(db)?;
+    // The schema's CHECK keeps it at least 1; anything else is corruption, not input.
+    u64::try_from(stored)
+        .ok()
+        .and_then(Revision::new)
+        .ok_or_else(|| StoreError::Internal("a stored revision is below 1".into()))
+}
+
+/// A secret from the six columns `name_index, name_ct, value_ct, created_at, updated_at,
+/// version` starting at column `at`.
 pub(super) fn stored_secret(row: &Row, at: usize) -> Result<StoredSecret, StoreError> {
     let index: &[u8] = row.try_get(at).map_err(db)?;
     // The schema's CHECK keeps this at 32 bytes; anything else is corruption, not input.
@@ -34,6 +46,7 @@ pub(super) fn stored_secret(row: &Row, at: usize) -> Result<StoredSecret, StoreE
         },
         created_at: row.try_get(at + 3).map_err(db)?,
         updated_at: row.try_get(at + 4).map_err(db)?,
+        version: revision(row, at + 5)?,
     })
 }
 

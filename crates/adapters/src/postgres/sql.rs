@@ -33,20 +33,25 @@ pub(super) const CREATE_NAMESPACES: &str = "\
     SELECT * FROM unnest($1::uuid[], $2::bytea[], $3::text[], $4::bytea[], $5::smallint[])";
 
 pub(super) const FIND_NAMESPACE: &str = "\
-    SELECT id, kek_id, wrapped_dek FROM namespaces WHERE access_hash = $1 AND access_kind = $2";
+    SELECT id, kek_id, wrapped_dek, revision FROM namespaces \
+    WHERE access_hash = $1 AND access_kind = $2";
+
+// A conditional read's one lookup: the namespace's row, two of its columns, no secret.
+pub(super) const FIND_REVISION: &str = "\
+    SELECT id, revision FROM namespaces WHERE access_hash = $1 AND access_kind = $2";
 
 // The hot path. One statement, so one round trip and one snapshot: the namespace and its
 // secrets cannot disagree. The LEFT JOIN yields one row of NULL secret columns for an empty
 // namespace, and none at all for an unknown access hash. Every lookup by access hash matches
 // the key's kind too (migrations/postgres/0003_original_import.sql).
 pub(super) const READ_NAMESPACE: &str = "\
-    SELECT n.id, n.kek_id, n.wrapped_dek, \
-           s.name_index, s.name_ct, s.value_ct, s.created_at, s.updated_at \
+    SELECT n.id, n.kek_id, n.wrapped_dek, n.revision, \
+           s.name_index, s.name_ct, s.value_ct, s.created_at, s.updated_at, s.version \
     FROM namespaces n LEFT JOIN secrets s ON s.namespace_id = n.id \
     WHERE n.access_hash = $1 AND n.access_kind = $2";
 
 pub(super) const GET_SECRET: &str = "\
-    SELECT name_index, name_ct, value_ct, created_at, updated_at \
+    SELECT name_index, name_ct, value_ct, created_at, updated_at, version \
     FROM secrets WHERE namespace_id = $1 AND name_index = $2";
 
 // The first statement of every transaction but the migrations': the server ends, on its own,
@@ -60,62 +65,109 @@ pub(super) const BOUND_TRANSACTION: &str = "\
     SELECT set_config('statement_timeout', $1, true), \
            set_config('idle_in_transaction_session_timeout', $1, true)";
 
-// Serialises the writers of one namespace (see `port`'s `# Concurrency`), and tells a
-// missing namespace (no row) from a present one.
-pub(super) const LOCK_NAMESPACE: &str = "SELECT 1 FROM namespaces WHERE id = $1 FOR UPDATE";
+// Serialises the writers of one namespace (see `port`'s `# Concurrency`), tells a missing
+// namespace (no row) from a present one, and gives the revision a precondition compares with:
+// under the lock, no other writer can move it until this transaction ends.
+pub(super) const LOCK_NAMESPACE: &str = "SELECT revision FROM namespaces WHERE id = $1 FOR UPDATE";
+
+// The same, for a delete that finds the namespace by its access hash.
+pub(super) const LOCK_NAMESPACE_BY_ACCESS: &str = "\
+    SELECT revision FROM namespaces WHERE access_hash = $1 AND access_kind = $2 FOR UPDATE";
+
+// The version a secret's precondition compares with. Its own statement after the lock, for the
+// same reason as the count in UPSERT_SECRET: it must see what the writer the lock waited for
+// committed.
+pub(super) const SECRET_VERSION: &str = "\
+    SELECT version FROM secrets WHERE namespace_id = $1 AND name_index = $2";
 
 // Inserts the secret only when its name exists already (then ON CONFLICT turns the insert into
 // an update) or the namespace has room; otherwise it returns no row. It must run as its own
 // statement after LOCK_NAMESPACE: under READ COMMITTED each statement takes a fresh snapshot, so
 // this one's count includes every secret committed by the writer the lock waited for. (A CTE in
 // the locking statement would count with the snapshot taken before the wait, and miss them.)
+// For the same reason `next` reads the revision the last writer left, and since this transaction
+// holds the row's lock, nobody moves it meanwhile: the secret's version is that revision plus
+// one, and `bumped` moves the namespace there, in the same statement, only when a row was written
+// (a full namespace writes nothing, and its revision stays).
 //
 // `xmax = 0` is true only for a freshly inserted row version; the row version an ON CONFLICT
 // update writes carries the updating transaction's id there. `clock_timestamp()` rather than
 // `now()`: it is read after the lock is held, so timestamps follow the order writes happen in;
 // GREATEST keeps `updated_at` from moving backwards should the database's clock step back.
 pub(super) const UPSERT_SECRET: &str = "\
-    INSERT INTO secrets (namespace_id, name_index, name_ct, value_ct, created_at, updated_at) \
-    SELECT $1, $2, $3, $4, t.at, t.at FROM (SELECT clock_timestamp() AS at) t \
-    WHERE EXISTS (SELECT 1 FROM secrets WHERE namespace_id = $1 AND name_index = $2) \
-       OR (SELECT count(*) FROM secrets WHERE namespace_id = $1) < $5 \
-    ON CONFLICT (namespace_id, name_index) DO UPDATE \
-    SET name_ct = EXCLUDED.name_ct, value_ct = EXCLUDED.value_ct, \
-        updated_at = GREATEST(secrets.updated_at, EXCLUDED.updated_at) \
-    RETURNING (xmax = 0) AS created";
+    WITH next AS (SELECT revision + 1 AS version FROM namespaces WHERE id = $1), \
+    written AS ( \
+        INSERT INTO secrets \
+            (namespace_id, name_index, name_ct, value_ct, created_at, updated_at, version) \
+        SELECT $1, $2, $3, $4, t.at, t.at, next.version \
+        FROM (SELECT clock_timestamp() AS at) t, next \
+        WHERE EXISTS (SELECT 1 FROM secrets WHERE namespace_id = $1 AND name_index = $2) \
+           OR (SELECT count(*) FROM secrets WHERE namespace_id = $1) < $5 \
+        ON CONFLICT (namespace_id, name_index) DO UPDATE \
+        SET name_ct = EXCLUDED.name_ct, value_ct = EXCLUDED.value_ct, \
+            updated_at = GREATEST(secrets.updated_at, EXCLUDED.updated_at), \
+            version = EXCLUDED.version \
+        RETURNING (xmax = 0) AS created, version \
+    ), \
+    bumped AS ( \
+        UPDATE namespaces SET revision = written.version FROM written WHERE namespaces.id = $1 \
+    ) \
+    SELECT created, version FROM written";
 
 pub(super) const COUNT_SECRETS: &str = "SELECT count(*) FROM secrets WHERE namespace_id = $1";
 
+// A patch's deletes, and its move to the next revision: when it will upsert anything ($3) or
+// deletes anything here. It returns the new revision, or no row when the patch changes nothing.
+// Runs after LOCK_NAMESPACE, so the namespace's row is this transaction's already.
 pub(super) const DELETE_SECRETS: &str = "\
-    DELETE FROM secrets WHERE namespace_id = $1 AND name_index = ANY($2)";
+    WITH deleted AS ( \
+        DELETE FROM secrets WHERE namespace_id = $1 AND name_index = ANY($2) RETURNING 1 \
+    ) \
+    UPDATE namespaces SET revision = revision + 1 \
+    WHERE id = $1 AND ($3 OR EXISTS (SELECT 1 FROM deleted)) \
+    RETURNING revision";
 
-// A patch's upserts as one statement. The caller removes duplicate indexes first: one INSERT ..
+// A patch's upserts as one statement, after DELETE_SECRETS moved the revision: every secret
+// written takes it as its version. The caller removes duplicate indexes first: one INSERT ..
 // ON CONFLICT may not update the same row twice. One timestamp for the whole patch.
 pub(super) const UPSERT_SECRETS: &str = "\
-    INSERT INTO secrets (namespace_id, name_index, name_ct, value_ct, created_at, updated_at) \
-    SELECT $1, u.name_index, u.name_ct, u.value_ct, t.at, t.at \
+    INSERT INTO secrets \
+        (namespace_id, name_index, name_ct, value_ct, created_at, updated_at, version) \
+    SELECT $1, u.name_index, u.name_ct, u.value_ct, t.at, t.at, n.revision \
     FROM unnest($2::bytea[], $3::bytea[], $4::bytea[]) AS u (name_index, name_ct, value_ct), \
-         (SELECT clock_timestamp() AS at) t \
+         (SELECT clock_timestamp() AS at) t, \
+         (SELECT revision FROM namespaces WHERE id = $1) n \
     ON CONFLICT (namespace_id, name_index) DO UPDATE \
     SET name_ct = EXCLUDED.name_ct, value_ct = EXCLUDED.value_ct, \
-        updated_at = GREATEST(secrets.updated_at, EXCLUDED.updated_at)";
+        updated_at = GREATEST(secrets.updated_at, EXCLUDED.updated_at), \
+        version = EXCLUDED.version";
 
 pub(super) const LIST_SECRETS: &str = "\
-    SELECT name_index, name_ct, value_ct, created_at, updated_at \
+    SELECT name_index, name_ct, value_ct, created_at, updated_at, version \
     FROM secrets WHERE namespace_id = $1";
 
+// Deletes one secret and, when there was one, moves the namespace to its next revision, which
+// it returns. Runs after LOCK_NAMESPACE: writers of a namespace lock its row before any secret
+// row, all in the same order, so none of them can wait for another in a cycle.
 pub(super) const DELETE_SECRET: &str = "\
-    DELETE FROM secrets WHERE namespace_id = $1 AND name_index = $2";
+    WITH deleted AS ( \
+        DELETE FROM secrets WHERE namespace_id = $1 AND name_index = $2 RETURNING 1 \
+    ) \
+    UPDATE namespaces SET revision = revision + 1 \
+    WHERE id = $1 AND EXISTS (SELECT 1 FROM deleted) \
+    RETURNING revision";
 
 // The secrets go with the namespace through ON DELETE CASCADE, in the same statement.
 pub(super) const DELETE_NAMESPACE: &str = "\
-    DELETE FROM namespaces WHERE access_hash = $1 AND access_kind = $2";
+    DELETE FROM namespaces WHERE access_hash = $1 AND access_kind = $2 RETURNING id";
 
 // A taken `new` violates the unique index: 23505, a Conflict. The new key's kind replaces the
-// old one's (rotating an imported namespace's key gives it a native one).
+// old one's (rotating an imported namespace's key gives it a native one). A rotation is a change
+// inside the namespace: it moves to its next revision.
 pub(super) const REPLACE_ACCESS_HASH: &str = "\
-    UPDATE namespaces SET access_hash = $2, access_kind = $4 \
-    WHERE access_hash = $1 AND access_kind = $3";
+    UPDATE namespaces SET access_hash = $2, access_kind = $4, revision = revision + 1 \
+    WHERE access_hash = $1 AND access_kind = $3 \
+    RETURNING id";
 
 pub(super) const PING: &str = "SELECT 1";
 
@@ -149,17 +201,19 @@ pub(super) const COUNT_BY_KEY_ID: &str = "\
 // primary key from the right place. Every uuid is a valid id, so there is no sentinel to start
 // "after" either.
 pub(super) const WRAPPED_NOT_UNDER_FIRST: &str = "\
-    SELECT id, kek_id, wrapped_dek FROM namespaces \
+    SELECT id, kek_id, wrapped_dek, revision FROM namespaces \
     WHERE kek_id <> $1 ORDER BY id LIMIT $2";
 
 pub(super) const WRAPPED_NOT_UNDER_AFTER: &str = "\
-    SELECT id, kek_id, wrapped_dek FROM namespaces \
+    SELECT id, kek_id, wrapped_dek, revision FROM namespaces \
     WHERE kek_id <> $1 AND id > $2 ORDER BY id LIMIT $3";
 
 // Every compare-and-swap of a batch in one statement: one round trip, and atomic without an
 // explicit transaction. A row changed by a concurrent writer is re-checked against the new
 // version after the writer commits (READ COMMITTED's re-check of UPDATE's conditions), so a key
-// re-wrapped or a namespace deleted meanwhile is left alone and not counted.
+// re-wrapped or a namespace deleted meanwhile is left alone and not counted. It leaves
+// `revision` alone: a namespace's data does not change when its data key is re-wrapped, so
+// neither do its entity tags.
 pub(super) const REPLACE_WRAPPED_KEYS: &str = "\
     UPDATE namespaces n SET kek_id = u.new_kek_id, wrapped_dek = u.new_dek \
     FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::text[], $5::bytea[]) \

@@ -1,17 +1,26 @@
 //! The domain's [`SecretStore`] port on SQLite: reads on the pool, writes through the writer.
+//!
+//! Every write runs on the one writer, inside its transaction, which already holds SQLite's
+//! write lock: what a write reads there (a namespace's revision, a secret's version, a count)
+//! stays true until it commits. So a precondition is compared there, and of many writers holding
+//! the same revision exactly one gets through.
 
 use async_trait::async_trait;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension as _, Params, Row, params};
+use secrets_domain::etag::{Condition, Revision};
 use secrets_domain::model::{AccessKeyHash, KeyId, NamespaceId};
 use secrets_domain::ports::{
-    KeyCheck, NameIndex, NamespaceRecord, NewNamespace, SealedSecret, SecretStore, StoreError,
-    StoredSecret, Upserted, WrappedKey,
+    Guard, KeyCheck, NameIndex, NamespaceRecord, NewNamespace, Patched, SealedSecret, SecretStore,
+    StoreError, StoredSecret, Upserted, WrappedKey, Written, patch_fits,
 };
 
 use super::SqliteStore;
 use super::error::Failure;
-use super::rows::{key_check, key_count, namespace_record, now_micros, stored_secret};
+use super::rows::{
+    key_check, key_count, namespace_id, namespace_record, now_micros, revision, stored,
+    stored_secret,
+};
 use super::sql;
 
 #[async_trait]
@@ -61,6 +70,17 @@ impl SecretStore for SqliteStore {
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
+    async fn find_revision(
+        &self,
+        access: &AccessKeyHash,
+    ) -> Result<Option<(NamespaceId, Revision)>, StoreError> {
+        let access = *access;
+        self.reads
+            .run(move |conn| Ok(find_revision(conn, &access)?))
+            .await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn read_namespace(
         &self,
         access: &AccessKeyHash,
@@ -77,8 +97,8 @@ impl SecretStore for SqliteStore {
                         None => found.insert((namespace_record(row)?, Vec::new())),
                     };
                     // Only an empty namespace's single row has no secret in it.
-                    if !matches!(row.get_ref(3)?, ValueRef::Null) {
-                        secrets.push(stored_secret(row, 3)?);
+                    if !matches!(row.get_ref(4)?, ValueRef::Null) {
+                        secrets.push(stored_secret(row, 4)?);
                     }
                 }
                 Ok(found)
@@ -103,27 +123,36 @@ impl SecretStore for SqliteStore {
             .await
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(ns = %ns))]
+    #[tracing::instrument(level = "debug", skip_all, fields(ns = %ns, conditional = !guard.is_none()))]
     async fn upsert_secret(
         &self,
         ns: NamespaceId,
         secret: &SealedSecret,
         max_secrets: u32,
-    ) -> Result<Upserted, StoreError> {
+        guard: &Guard,
+    ) -> Result<Written, StoreError> {
         let secret = secret.clone();
+        let guard = guard.clone();
         self.writer
             .write(move |tx| {
-                ensure_namespace(tx, ns)?;
-                let inserted = upsert(tx, ns, &secret, now_micros()?)?;
+                let was = namespace_revision(tx, ns)?;
+                if !guard.is_none() {
+                    let current = secret_version(tx, ns, &secret.index)?;
+                    if !guard.holds(was, current) {
+                        return Err(StoreError::PreconditionFailed.into());
+                    }
+                }
+                let revision = was.next();
+                let inserted = upsert(tx, ns, &secret, now_micros()?, revision)?;
                 // Counting after the insert, under the write lock, is exact: no other writer can
                 // add a name between the insert and the count.
                 if inserted && count_secrets(tx, ns)? > i64::from(max_secrets) {
                     return Err(StoreError::NamespaceFull.into());
                 }
-                Ok(if inserted {
-                    Upserted::Created
-                } else {
-                    Upserted::Updated
+                set_revision(tx, ns, revision)?;
+                Ok(Written {
+                    upserted: Upserted::new(inserted),
+                    revision,
                 })
             })
             .await
@@ -140,56 +169,98 @@ impl SecretStore for SqliteStore {
         upserts: &[SealedSecret],
         deletes: &[NameIndex],
         max_secrets: u32,
-    ) -> Result<Vec<StoredSecret>, StoreError> {
+        condition: &Condition<Revision>,
+    ) -> Result<Patched, StoreError> {
         let upserts = upserts.to_vec();
         let deletes = deletes.to_vec();
+        let condition = condition.clone();
         self.writer
             .write(move |tx| {
-                ensure_namespace(tx, ns)?;
+                let was = namespace_revision(tx, ns)?;
+                if !condition.holds(Some(&was)) {
+                    return Err(StoreError::PreconditionFailed.into());
+                }
                 let before = count_secrets(tx, ns)?;
                 let mut delete = tx.prepare_cached(sql::DELETE_SECRET)?;
+                let mut deleted = 0;
                 for index in &deletes {
-                    delete.execute(params![ns.as_bytes(), index.0])?;
+                    deleted += delete.execute(params![ns.as_bytes(), index.0])?;
                 }
+                // A patch that changes anything moves the revision, once for all of it.
+                let revision = if deleted > 0 || !upserts.is_empty() {
+                    was.next()
+                } else {
+                    was
+                };
                 let now = now_micros()?;
                 for secret in &upserts {
-                    upsert(tx, ns, secret, now)?;
+                    upsert(tx, ns, secret, now, revision)?;
                 }
                 let after = count_secrets(tx, ns)?;
-                // A patch that shrinks an over-full namespace (the limit was lowered) may still
-                // apply; one that grows it past the limit may not.
-                if after > i64::from(max_secrets) && after > before {
+                if !patch_fits(before as u64, after as u64, max_secrets) {
                     return Err(StoreError::NamespaceFull.into());
                 }
-                all_rows(tx, sql::LIST_SECRETS, [ns.as_bytes()], |row| {
+                set_revision(tx, ns, revision)?;
+                let secrets = all_rows(tx, sql::LIST_SECRETS, [ns.as_bytes()], |row| {
                     stored_secret(row, 0)
-                })
+                })?;
+                Ok(Patched { revision, secrets })
             })
             .await
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(ns = %ns))]
-    async fn delete_secret(&self, ns: NamespaceId, index: &NameIndex) -> Result<bool, StoreError> {
+    #[tracing::instrument(level = "debug", skip_all, fields(ns = %ns, conditional = !guard.is_none()))]
+    async fn delete_secret(
+        &self,
+        ns: NamespaceId,
+        index: &NameIndex,
+        guard: &Guard,
+    ) -> Result<Option<Revision>, StoreError> {
         let index = *index;
+        let guard = guard.clone();
         self.writer
             .write(move |tx| {
-                let deleted = tx
-                    .prepare_cached(sql::DELETE_SECRET)?
+                let Some(was) = find_namespace_revision(tx, ns)? else {
+                    return Ok(None);
+                };
+                // An absent secret is answered as absent, whatever the guard says.
+                let Some(current) = secret_version(tx, ns, &index)? else {
+                    return Ok(None);
+                };
+                if !guard.holds(was, Some(current)) {
+                    return Err(StoreError::PreconditionFailed.into());
+                }
+                tx.prepare_cached(sql::DELETE_SECRET)?
                     .execute(params![ns.as_bytes(), index.0])?;
-                Ok(deleted > 0)
+                let revision = was.next();
+                set_revision(tx, ns, revision)?;
+                Ok(Some(revision))
             })
             .await
     }
 
-    #[tracing::instrument(level = "debug", skip_all)]
-    async fn delete_namespace(&self, access: &AccessKeyHash) -> Result<bool, StoreError> {
+    #[tracing::instrument(level = "debug", skip_all, fields(conditional = !condition.is_none()))]
+    async fn delete_namespace(
+        &self,
+        access: &AccessKeyHash,
+        condition: &Condition<Revision>,
+    ) -> Result<Option<NamespaceId>, StoreError> {
         let access = *access;
+        let condition = condition.clone();
         self.writer
             .write(move |tx| {
-                let deleted = tx
+                let Some((_, revision)) = find_revision(tx, &access)? else {
+                    return Ok(None);
+                };
+                if !condition.holds(Some(&revision)) {
+                    return Err(StoreError::PreconditionFailed.into());
+                }
+                Ok(tx
                     .prepare_cached(sql::DELETE_NAMESPACE)?
-                    .execute(params![access.as_bytes(), access.kind().code()])?;
-                Ok(deleted > 0)
+                    .query_row(params![access.as_bytes(), access.kind().code()], |row| {
+                        namespace_id(row, 0)
+                    })
+                    .optional()?)
             })
             .await
     }
@@ -199,7 +270,7 @@ impl SecretStore for SqliteStore {
         &self,
         old: &AccessKeyHash,
         new: &AccessKeyHash,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<NamespaceId>, StoreError> {
         let (old, new) = (*old, *new);
         self.writer
             .write(move |tx| {
@@ -211,15 +282,18 @@ impl SecretStore for SqliteStore {
                 if taken {
                     return Err(StoreError::Conflict.into());
                 }
-                let replaced = tx
+                Ok(tx
                     .prepare_cached(sql::REPLACE_ACCESS_HASH)?
-                    .execute(params![
-                        old.as_bytes(),
-                        new.as_bytes(),
-                        old.kind().code(),
-                        new.kind().code()
-                    ])?;
-                Ok(replaced > 0)
+                    .query_row(
+                        params![
+                            old.as_bytes(),
+                            new.as_bytes(),
+                            old.kind().code(),
+                            new.kind().code()
+                        ],
+                        |row| namespace_id(row, 0),
+                    )
+                    .optional()?)
             })
             .await
     }
@@ -329,26 +403,62 @@ impl SecretStore for SqliteStore {
     }
 }
 
-/// Fails with `NamespaceNotFound` unless namespace `ns` exists. Inside a write transaction
-/// this stays true until it commits.
-pub(super) fn ensure_namespace(tx: &Connection, ns: NamespaceId) -> Result<(), Failure> {
-    let exists: bool = tx
-        .prepare_cached(sql::NAMESPACE_EXISTS)?
-        .query_row([ns.as_bytes()], |row| row.get(0))?;
-    if exists {
-        Ok(())
-    } else {
-        Err(StoreError::NamespaceNotFound.into())
-    }
+/// The id and revision of the namespace of `access`.
+fn find_revision(
+    conn: &Connection,
+    access: &AccessKeyHash,
+) -> rusqlite::Result<Option<(NamespaceId, Revision)>> {
+    conn.prepare_cached(sql::FIND_REVISION)?
+        .query_row(params![access.as_bytes(), access.kind().code()], |row| {
+            Ok((namespace_id(row, 0)?, revision(row, 1)?))
+        })
+        .optional()
 }
 
-/// Inserts or updates one secret in one statement; `true` when the name was new (see
-/// `sql::UPSERT_SECRET` for how the statement tells).
+/// The revision of namespace `ns`, `None` when it does not exist. Inside a write transaction
+/// this stays true until it commits.
+fn find_namespace_revision(tx: &Connection, ns: NamespaceId) -> Result<Option<Revision>, Failure> {
+    Ok(tx
+        .prepare_cached(sql::NAMESPACE_REVISION)?
+        .query_row([ns.as_bytes()], |row| revision(row, 0))
+        .optional()?)
+}
+
+/// The revision of namespace `ns`; `NamespaceNotFound` when it does not exist.
+pub(super) fn namespace_revision(tx: &Connection, ns: NamespaceId) -> Result<Revision, Failure> {
+    find_namespace_revision(tx, ns)?.ok_or_else(|| StoreError::NamespaceNotFound.into())
+}
+
+/// The version of one secret, `None` when it does not exist.
+pub(super) fn secret_version(
+    tx: &Connection,
+    ns: NamespaceId,
+    index: &NameIndex,
+) -> Result<Option<Revision>, Failure> {
+    Ok(tx
+        .prepare_cached(sql::SECRET_VERSION)?
+        .query_row(params![ns.as_bytes(), index.0], |row| revision(row, 0))
+        .optional()?)
+}
+
+pub(super) fn set_revision(
+    tx: &Connection,
+    ns: NamespaceId,
+    revision: Revision,
+) -> Result<(), Failure> {
+    tx.prepare_cached(sql::SET_REVISION)?
+        .execute(params![ns.as_bytes(), stored(revision)])?;
+    Ok(())
+}
+
+/// Inserts or updates one secret at `version` in one statement; `true` when the name was new
+/// (see `sql::UPSERT_SECRET` for how the statement tells).
 pub(super) fn upsert(
     tx: &Connection,
     ns: NamespaceId,
     secret: &SealedSecret,
     now: i64,
+    version: Revision,
 ) -> Result<bool, Failure> {
     let inserted = tx.prepare_cached(sql::UPSERT_SECRET)?.query_row(
         params![
@@ -356,7 +466,8 @@ pub(super) fn upsert(
             secret.index.0,
             secret.name,
             secret.value,
-            now
+            now,
+            stored(version)
         ],
         |row| row.get(0),
     )?;

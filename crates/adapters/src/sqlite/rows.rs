@@ -2,6 +2,7 @@
 //! microseconds, from the service's clock).
 
 use rusqlite::Row;
+use secrets_domain::etag::Revision;
 use secrets_domain::model::{KeyId, NamespaceId};
 use secrets_domain::ports::{
     KeyCheck, NameIndex, NamespaceRecord, SealedSecret, StoreError, StoredSecret, WrappedKey,
@@ -11,18 +12,42 @@ use uuid::Uuid;
 
 use super::error::Failure;
 
-/// Reads `id, kek_id, wrapped_dek` at columns 0 to 2.
+/// Reads `id, kek_id, wrapped_dek, revision` at columns 0 to 3.
 pub(super) fn namespace_record(row: &Row<'_>) -> rusqlite::Result<NamespaceRecord> {
     Ok(NamespaceRecord {
-        id: NamespaceId::from_uuid(Uuid::from_bytes(row.get::<_, [u8; 16]>(0)?)),
+        id: namespace_id(row, 0)?,
         data_key: WrappedKey {
             key_id: KeyId::new(row.get::<_, String>(1)?),
             ciphertext: row.get(2)?,
         },
+        revision: revision(row, 3)?,
     })
 }
 
-/// Reads `name_index, name_ct, value_ct, created_at, updated_at` starting at column `first`.
+/// Reads a namespace's id at `column`.
+pub(super) fn namespace_id(row: &Row<'_>, column: usize) -> rusqlite::Result<NamespaceId> {
+    Ok(NamespaceId::from_uuid(Uuid::from_bytes(
+        row.get::<_, [u8; 16]>(column)?,
+    )))
+}
+
+/// Reads a revision (or version) at `column`; the schema's CHECK keeps it at least 1, so
+/// anything else is corruption.
+pub(super) fn revision(row: &Row<'_>, column: usize) -> rusqlite::Result<Revision> {
+    let stored: i64 = row.get(column)?;
+    u64::try_from(stored)
+        .ok()
+        .and_then(Revision::new)
+        .ok_or(rusqlite::Error::IntegralValueOutOfRange(column, stored))
+}
+
+/// A revision as SQLite stores it.
+pub(super) fn stored(revision: Revision) -> i64 {
+    i64::try_from(revision.get()).unwrap_or(i64::MAX)
+}
+
+/// Reads `name_index, name_ct, value_ct, created_at, updated_at, version` starting at column
+/// `first`.
 pub(super) fn stored_secret(row: &Row<'_>, first: usize) -> rusqlite::Result<StoredSecret> {
     Ok(StoredSecret {
         sealed: SealedSecret {
@@ -32,6 +57,7 @@ pub(super) fn stored_secret(row: &Row<'_>, first: usize) -> rusqlite::Result<Sto
         },
         created_at: timestamp(row, first + 3)?,
         updated_at: timestamp(row, first + 4)?,
+        version: revision(row, first + 5)?,
     })
 }
 

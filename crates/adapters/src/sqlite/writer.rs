@@ -5,10 +5,10 @@
 //! It takes every write waiting in the queue (up to [`MAX_BATCH`]), runs them in one
 //! `BEGIN IMMEDIATE` transaction, each inside a `SAVEPOINT` of its own, commits once, and only
 //! then answers their callers. A write that fails (a full namespace, a missing one, a taken
-//! access hash) rolls back to its savepoint and leaves the others in the group untouched, so
-//! each caller sees exactly what a transaction of its own would have given it. The group shares
-//! one commit, hence one fsync: under load, writes cost a fraction of an fsync each, with
-//! `synchronous=FULL` kept and nothing acknowledged before it is on disk.
+//! access hash, a failed precondition) rolls back to its savepoint and leaves the others in the
+//! group untouched, so each caller sees exactly what a transaction of its own would have given
+//! it. The group shares one commit, hence one fsync: under load, writes cost a fraction of an
+//! fsync each, with `synchronous=FULL` kept and nothing acknowledged before it is on disk.
 //!
 //! `IMMEDIATE` takes the write lock before reading anything. A plain (deferred) transaction that
 //! reads and then writes can fail at the upgrade with `SQLITE_BUSY` no matter how long it waits,

@@ -3,20 +3,33 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use secrets_domain::etag::{Condition, Revision, Tags};
 use secrets_domain::model::{KeyId, NamespaceId};
 use secrets_domain::ports::{
-    KeyCheck, NamespaceRecord, NewNamespace, SealedSecret, SecretStore, StoreError, Upserted,
+    Guard, KeyCheck, NamespaceRecord, NewNamespace, SealedSecret, SecretStore, StoreError, Upserted,
 };
 use tokio::sync::Barrier;
 use uuid::Uuid;
 
 use crate::fixtures::{access_hash, by_index, index, namespace, sealed, secret, wrapped};
+use crate::unconditional::Unconditional as _;
 
+/// The record of a namespace as created, at its first revision.
 fn record(ns: &NewNamespace) -> NamespaceRecord {
+    record_at(ns, 1)
+}
+
+/// The record of a namespace at revision `n`.
+fn record_at(ns: &NewNamespace, n: u64) -> NamespaceRecord {
     NamespaceRecord {
         id: ns.id,
         data_key: ns.data_key.clone(),
+        revision: rev(n),
     }
+}
+
+fn rev(n: u64) -> Revision {
+    Revision::new(n).expect("a revision")
 }
 
 async fn created<S: SecretStore>(store: &S, key_id: &str) -> NewNamespace {
@@ -32,7 +45,7 @@ async fn with_secrets<S: SecretStore>(store: &S, count: u8) -> NewNamespace {
     let ns = created(store, "kek-a").await;
     for n in 0..count {
         let upserted = store
-            .upsert_secret(ns.id, &secret(n, &[n, 0xee]), 1_000)
+            .upsert(ns.id, &secret(n, &[n, 0xee]), 1_000)
             .await
             .expect("upsert");
         assert_eq!(upserted, Upserted::Created);
@@ -140,8 +153,8 @@ pub async fn an_unknown_access_hash_finds_nothing<S: SecretStore>(store: S) {
 
     assert_eq!(store.find_namespace(&unknown).await.expect("find"), None);
     assert_eq!(store.read_namespace(&unknown).await.expect("read"), None);
-    assert!(!store.delete_namespace(&unknown).await.expect("delete"));
-    let replaced = store.replace_access_hash(&unknown, &access_hash()).await;
+    assert!(!store.drop_namespace(&unknown).await.expect("delete"));
+    let replaced = store.rehash(&unknown, &access_hash()).await;
     assert!(!replaced.expect("replace"));
 }
 
@@ -155,11 +168,11 @@ pub async fn a_namespace_is_read_with_all_its_secrets_byte_for_byte<S: SecretSto
         secret(3, &vec![0xa5; 70_000]),
     ];
     for s in &written {
-        let upserted = store.upsert_secret(ns.id, s, 1_000).await.expect("upsert");
+        let upserted = store.upsert(ns.id, s, 1_000).await.expect("upsert");
         assert_eq!(upserted, Upserted::Created);
     }
     store
-        .upsert_secret(other.id, &secret(9, b"another namespace"), 1_000)
+        .upsert(other.id, &secret(9, b"another namespace"), 1_000)
         .await
         .expect("upsert elsewhere");
 
@@ -168,7 +181,7 @@ pub async fn a_namespace_is_read_with_all_its_secrets_byte_for_byte<S: SecretSto
         .await
         .expect("read")
         .expect("the namespace exists");
-    assert_eq!(found, record(&ns));
+    assert_eq!(found, record_at(&ns, 4), "three writes after its creation");
     assert_eq!(
         sealed(secrets.clone()),
         written,
@@ -203,10 +216,7 @@ pub async fn an_upsert_creates_then_updates_keeping_created_at<S: SecretStore>(s
     let ns = created(&store, "kek-a").await;
 
     let first = secret(1, b"first value");
-    let upserted = store
-        .upsert_secret(ns.id, &first, 10)
-        .await
-        .expect("create");
+    let upserted = store.upsert(ns.id, &first, 10).await.expect("create");
     assert_eq!(upserted, Upserted::Created);
     let before = store
         .get_secret(ns.id, &first.index)
@@ -222,10 +232,7 @@ pub async fn an_upsert_creates_then_updates_keeping_created_at<S: SecretStore>(s
         name: b"re-sealed name".to_vec(),
         value: b"second value".to_vec(),
     };
-    let upserted = store
-        .upsert_secret(ns.id, &second, 10)
-        .await
-        .expect("update");
+    let upserted = store.upsert(ns.id, &second, 10).await.expect("update");
     assert_eq!(upserted, Upserted::Updated);
     let after = store
         .get_secret(ns.id, &first.index)
@@ -249,30 +256,27 @@ pub async fn writes_into_a_missing_namespace_find_no_namespace<S: SecretStore>(s
     created(&store, "kek-a").await;
     let missing = NamespaceId::from_uuid(Uuid::new_v4());
 
-    let result = store.upsert_secret(missing, &secret(1, b"v"), 10).await;
+    let result = store.upsert(missing, &secret(1, b"v"), 10).await;
     assert!(
         matches!(result, Err(StoreError::NamespaceNotFound)),
         "{result:?}"
     );
 
     let result = store
-        .apply_patch(missing, &[secret(1, b"v")], &[index(2)], 10)
+        .patch(missing, &[secret(1, b"v")], &[index(2)], 10)
         .await;
     assert!(
         matches!(result, Err(StoreError::NamespaceNotFound)),
         "{result:?}"
     );
 
-    let result = store.apply_patch(missing, &[], &[], 10).await;
+    let result = store.patch(missing, &[], &[], 10).await;
     assert!(
         matches!(result, Err(StoreError::NamespaceNotFound)),
         "{result:?}"
     );
 
-    let deleted = store
-        .delete_secret(missing, &index(1))
-        .await
-        .expect("delete");
+    let deleted = store.delete(missing, &index(1)).await.expect("delete");
     assert!(!deleted);
 }
 
@@ -281,9 +285,7 @@ pub async fn a_full_namespace_refuses_new_names_but_updates_existing_ones<S: Sec
 ) {
     let ns = with_secrets(&store, 3).await;
 
-    let result = store
-        .upsert_secret(ns.id, &secret(3, b"one too many"), 3)
-        .await;
+    let result = store.upsert(ns.id, &secret(3, b"one too many"), 3).await;
     assert!(
         matches!(result, Err(StoreError::NamespaceFull)),
         "{result:?}"
@@ -291,25 +293,21 @@ pub async fn a_full_namespace_refuses_new_names_but_updates_existing_ones<S: Sec
     let absent = store.get_secret(ns.id, &index(3)).await.expect("get");
     assert_eq!(absent, None, "a refused write writes nothing");
 
-    let upserted = store
-        .upsert_secret(ns.id, &secret(1, b"new value"), 3)
-        .await;
+    let upserted = store.upsert(ns.id, &secret(1, b"new value"), 3).await;
     assert_eq!(upserted.expect("an update fits"), Upserted::Updated);
 
     // A limit lowered below what a namespace holds: updates still work, new names do not.
-    let upserted = store
-        .upsert_secret(ns.id, &secret(2, b"newer value"), 1)
-        .await;
+    let upserted = store.upsert(ns.id, &secret(2, b"newer value"), 1).await;
     assert_eq!(upserted.expect("an update fits"), Upserted::Updated);
-    let result = store.upsert_secret(ns.id, &secret(4, b"v"), 1).await;
+    let result = store.upsert(ns.id, &secret(4, b"v"), 1).await;
     assert!(
         matches!(result, Err(StoreError::NamespaceFull)),
         "{result:?}"
     );
 
     // Room made by a delete is room.
-    assert!(store.delete_secret(ns.id, &index(0)).await.expect("delete"));
-    let upserted = store.upsert_secret(ns.id, &secret(3, b"fits now"), 3).await;
+    assert!(store.delete(ns.id, &index(0)).await.expect("delete"));
+    let upserted = store.upsert(ns.id, &secret(3, b"fits now"), 3).await;
     assert_eq!(upserted.expect("there is room"), Upserted::Created);
 
     let expected = vec![
@@ -336,7 +334,7 @@ pub async fn a_patch_deletes_upserts_and_returns_the_namespace_after_it<S: Secre
     // Index 9 was never there: deleting it is not an error.
     let deletes = [index(0), index(9)];
     let returned = store
-        .apply_patch(ns.id, &upserts, &deletes, 10)
+        .patch(ns.id, &upserts, &deletes, 10)
         .await
         .expect("patch");
 
@@ -372,7 +370,7 @@ pub async fn a_patch_deletes_upserts_and_returns_the_namespace_after_it<S: Secre
     assert!(changed.updated_at >= kept_before.updated_at);
 
     let unchanged = store
-        .apply_patch(ns.id, &[], &[], 10)
+        .patch(ns.id, &[], &[], 10)
         .await
         .expect("an empty patch");
     assert_eq!(
@@ -388,7 +386,7 @@ pub async fn a_patch_that_would_overflow_writes_nothing<S: SecretStore>(store: S
 
     // Two new names on two present, with a limit of three, even with a delete of an absent one.
     let upserts = [secret(0, b"changed"), secret(2, b"new"), secret(3, b"new")];
-    let result = store.apply_patch(ns.id, &upserts, &[index(9)], 3).await;
+    let result = store.patch(ns.id, &upserts, &[index(9)], 3).await;
     assert!(
         matches!(result, Err(StoreError::NamespaceFull)),
         "{result:?}"
@@ -401,7 +399,7 @@ pub async fn a_patch_that_would_overflow_writes_nothing<S: SecretStore>(store: S
 
     // The same patch with a delete of a present name ends at the limit, which is allowed.
     let returned = store
-        .apply_patch(ns.id, &upserts, &[index(1)], 3)
+        .patch(ns.id, &upserts, &[index(1)], 3)
         .await
         .expect("fits");
     let expected = vec![secret(0, b"changed"), secret(2, b"new"), secret(3, b"new")];
@@ -413,7 +411,7 @@ pub async fn a_patch_may_keep_or_shrink_a_namespace_over_a_lowered_limit<S: Secr
 
     // Four secrets, limit two: swapping one name for another does not grow the namespace.
     let returned = store
-        .apply_patch(
+        .patch(
             ns.id,
             &[secret(1, b"changed"), secret(7, b"new")],
             &[index(0)],
@@ -423,14 +421,14 @@ pub async fn a_patch_may_keep_or_shrink_a_namespace_over_a_lowered_limit<S: Secr
         .expect("not growing is allowed");
     assert_eq!(returned.len(), 4);
 
-    let result = store.apply_patch(ns.id, &[secret(8, b"new")], &[], 2).await;
+    let result = store.patch(ns.id, &[secret(8, b"new")], &[], 2).await;
     assert!(
         matches!(result, Err(StoreError::NamespaceFull)),
         "{result:?}"
     );
 
     let returned = store
-        .apply_patch(ns.id, &[], &[index(1), index(2)], 2)
+        .patch(ns.id, &[], &[index(1), index(2)], 2)
         .await
         .expect("shrinking is allowed");
     assert_eq!(
@@ -446,19 +444,9 @@ pub async fn a_patch_may_keep_or_shrink_a_namespace_over_a_lowered_limit<S: Secr
 pub async fn deleting_a_secret_says_whether_there_was_one<S: SecretStore>(store: S) {
     let ns = with_secrets(&store, 2).await;
 
-    assert!(store.delete_secret(ns.id, &index(0)).await.expect("delete"));
-    assert!(
-        !store
-            .delete_secret(ns.id, &index(0))
-            .await
-            .expect("delete again")
-    );
-    assert!(
-        !store
-            .delete_secret(ns.id, &index(9))
-            .await
-            .expect("delete absent")
-    );
+    assert!(store.delete(ns.id, &index(0)).await.expect("delete"));
+    assert!(!store.delete(ns.id, &index(0)).await.expect("delete again"));
+    assert!(!store.delete(ns.id, &index(9)).await.expect("delete absent"));
     assert_eq!(store.get_secret(ns.id, &index(0)).await.expect("get"), None);
     assert_eq!(secrets_of(&store, &ns).await, vec![secret(1, &[1, 0xee])]);
 }
@@ -467,12 +455,7 @@ pub async fn deleting_a_namespace_deletes_its_secrets<S: SecretStore>(store: S) 
     let ns = with_secrets(&store, 3).await;
     let other = with_secrets(&store, 1).await;
 
-    assert!(
-        store
-            .delete_namespace(&ns.access_hash)
-            .await
-            .expect("delete")
-    );
+    assert!(store.drop_namespace(&ns.access_hash).await.expect("delete"));
 
     assert_eq!(
         store.find_namespace(&ns.access_hash).await.expect("find"),
@@ -486,14 +469,14 @@ pub async fn deleting_a_namespace_deletes_its_secrets<S: SecretStore>(store: S) 
         let gone = store.get_secret(ns.id, &index(n)).await.expect("get");
         assert_eq!(gone, None, "secret {n} went with its namespace");
     }
-    let result = store.upsert_secret(ns.id, &secret(0, b"v"), 10).await;
+    let result = store.upsert(ns.id, &secret(0, b"v"), 10).await;
     assert!(
         matches!(result, Err(StoreError::NamespaceNotFound)),
         "{result:?}"
     );
     assert!(
         !store
-            .delete_namespace(&ns.access_hash)
+            .drop_namespace(&ns.access_hash)
             .await
             .expect("delete again")
     );
@@ -510,12 +493,7 @@ pub async fn replacing_an_access_hash_moves_the_namespace_to_the_new_one<S: Secr
     let before = secrets_of(&store, &ns).await;
     let new = access_hash();
 
-    assert!(
-        store
-            .replace_access_hash(&ns.access_hash, &new)
-            .await
-            .expect("replace")
-    );
+    assert!(store.rehash(&ns.access_hash, &new).await.expect("replace"));
 
     assert_eq!(
         store
@@ -534,7 +512,7 @@ pub async fn replacing_an_access_hash_moves_the_namespace_to_the_new_one<S: Secr
     let found = store.find_namespace(&new).await.expect("find new");
     assert_eq!(
         found,
-        Some(record(&ns)),
+        Some(record_at(&ns, 4)),
         "the same namespace, same data key"
     );
     let moved = NewNamespace {
@@ -543,16 +521,14 @@ pub async fn replacing_an_access_hash_moves_the_namespace_to_the_new_one<S: Secr
     };
     assert_eq!(secrets_of(&store, &moved).await, before, "with its secrets");
 
-    let again = store
-        .replace_access_hash(&ns.access_hash, &access_hash())
-        .await;
+    let again = store.rehash(&ns.access_hash, &access_hash()).await;
     assert!(
         !again.expect("replace again"),
         "the old hash finds nothing to replace"
     );
     assert!(
         !store
-            .delete_namespace(&ns.access_hash)
+            .drop_namespace(&ns.access_hash)
             .await
             .expect("delete by old")
     );
@@ -562,9 +538,7 @@ pub async fn replacing_an_access_hash_with_a_taken_one_conflicts<S: SecretStore>
     let ns = created(&store, "kek-a").await;
     let other = created(&store, "kek-a").await;
 
-    let result = store
-        .replace_access_hash(&ns.access_hash, &other.access_hash)
-        .await;
+    let result = store.rehash(&ns.access_hash, &other.access_hash).await;
     assert!(matches!(result, Err(StoreError::Conflict)), "{result:?}");
 
     let found = store.find_namespace(&ns.access_hash).await.expect("find");
@@ -578,6 +552,394 @@ pub async fn replacing_an_access_hash_with_a_taken_one_conflicts<S: SecretStore>
         .await
         .expect("find");
     assert_eq!(found, Some(record(&other)));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Revisions and preconditions
+// ---------------------------------------------------------------------------------------------
+
+/// `If-Match` with these revisions.
+fn if_match(revisions: &[u64]) -> Condition<Revision> {
+    Condition {
+        if_match: Some(Tags::List(revisions.iter().map(|n| rev(*n)).collect())),
+        if_none_match: None,
+    }
+}
+
+/// `If-None-Match: *`.
+fn if_absent() -> Condition<Revision> {
+    Condition {
+        if_match: None,
+        if_none_match: Some(Tags::Any),
+    }
+}
+
+fn on_secret(condition: Condition<Revision>) -> Guard {
+    Guard {
+        secret: condition,
+        ..Guard::default()
+    }
+}
+
+fn on_namespace(condition: Condition<Revision>) -> Guard {
+    Guard {
+        namespace: condition,
+        ..Guard::default()
+    }
+}
+
+async fn revision_of<S: SecretStore>(store: &S, ns: &NewNamespace) -> u64 {
+    let (id, revision) = store
+        .find_revision(&ns.access_hash)
+        .await
+        .expect("find the revision")
+        .expect("the namespace exists");
+    assert_eq!(id, ns.id);
+    revision.get()
+}
+
+async fn version_of<S: SecretStore>(store: &S, ns: &NewNamespace, n: u8) -> Option<u64> {
+    let secret = store.get_secret(ns.id, &index(n)).await.expect("get");
+    secret.map(|s| s.version.get())
+}
+
+pub async fn revisions_start_at_one_and_move_with_every_write<S: SecretStore>(store: S) {
+    let ns = created(&store, "kek-a").await;
+    let other = created(&store, "kek-a").await;
+    assert_eq!(revision_of(&store, &ns).await, 1, "a new namespace");
+    let none = Guard::default();
+
+    let written = store
+        .upsert_secret(ns.id, &secret(1, b"a"), 10, &none)
+        .await
+        .expect("create");
+    assert_eq!(
+        (written.upserted, written.revision),
+        (Upserted::Created, rev(2))
+    );
+    assert_eq!(
+        version_of(&store, &ns, 1).await,
+        Some(2),
+        "its version is the new revision"
+    );
+    let written = store
+        .upsert_secret(ns.id, &secret(1, b"b"), 10, &none)
+        .await
+        .expect("update");
+    assert_eq!(
+        (written.upserted, written.revision),
+        (Upserted::Updated, rev(3))
+    );
+    store
+        .upsert_secret(ns.id, &secret(2, b"c"), 10, &none)
+        .await
+        .expect("another");
+    assert_eq!(revision_of(&store, &ns).await, 4);
+    assert_eq!(
+        version_of(&store, &ns, 1).await,
+        Some(3),
+        "the other secret's version stays"
+    );
+
+    // A refused write moves nothing.
+    let full = store.upsert_secret(ns.id, &secret(3, b"d"), 2, &none).await;
+    assert!(matches!(full, Err(StoreError::NamespaceFull)), "{full:?}");
+    assert_eq!(revision_of(&store, &ns).await, 4);
+
+    // A patch that changes nothing moves nothing; one that does moves it once.
+    let none_c = Condition::default();
+    let patched = store
+        .apply_patch(ns.id, &[], &[index(9)], 10, &none_c)
+        .await;
+    assert_eq!(patched.expect("an empty patch").revision, rev(4));
+    let patched = store
+        .apply_patch(
+            ns.id,
+            &[secret(3, b"e"), secret(4, b"f")],
+            &[index(2)],
+            10,
+            &none_c,
+        )
+        .await
+        .expect("a patch");
+    assert_eq!(patched.revision, rev(5));
+    let versions: Vec<_> = by_index(patched.secrets)
+        .iter()
+        .map(|s| s.version.get())
+        .collect();
+    assert_eq!(
+        versions,
+        [3, 5, 5],
+        "what the patch wrote is at its revision"
+    );
+    let deleting = store
+        .apply_patch(ns.id, &[], &[index(3)], 10, &none_c)
+        .await;
+    assert_eq!(deleting.expect("a delete").revision, rev(6));
+
+    assert_eq!(
+        revision_of(&store, &other).await,
+        1,
+        "other namespaces are untouched"
+    );
+}
+
+pub async fn revisions_move_with_every_delete_and_access_key_rotation<S: SecretStore>(store: S) {
+    let ns = with_secrets(&store, 3).await;
+    let none = Guard::default();
+    let deleting = store
+        .apply_patch(ns.id, &[], &[index(2)], 10, &Condition::default())
+        .await;
+    assert_eq!(deleting.expect("a delete").revision, rev(5));
+    assert_eq!(
+        store
+            .delete_secret(ns.id, &index(0), &none)
+            .await
+            .expect("delete"),
+        Some(rev(6))
+    );
+
+    // Deletes move it when they delete; a secret written again gets a version it never had.
+    assert_eq!(
+        store
+            .delete_secret(ns.id, &index(1), &none)
+            .await
+            .expect("delete"),
+        Some(rev(7))
+    );
+    assert_eq!(
+        store
+            .delete_secret(ns.id, &index(1), &none)
+            .await
+            .expect("again"),
+        None
+    );
+    assert_eq!(revision_of(&store, &ns).await, 7);
+    store
+        .upsert_secret(ns.id, &secret(1, b"back"), 10, &none)
+        .await
+        .expect("written again");
+    assert_eq!(version_of(&store, &ns, 1).await, Some(8));
+
+    // An access-key rotation is a change inside the namespace too.
+    let new = NewNamespace {
+        access_hash: access_hash(),
+        ..ns.clone()
+    };
+    assert_eq!(
+        store
+            .replace_access_hash(&ns.access_hash, &new.access_hash)
+            .await
+            .expect("rotate"),
+        Some(ns.id)
+    );
+    assert_eq!(revision_of(&store, &new).await, 9);
+    let (record, secrets) = store
+        .read_namespace(&new.access_hash)
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(
+        record,
+        record_at(&ns, 9),
+        "the hot read carries the revision"
+    );
+    assert!(secrets.iter().all(|s| s.version.get() <= 9));
+    assert_eq!(
+        store.find_namespace(&new.access_hash).await.expect("find"),
+        Some(record_at(&ns, 9))
+    );
+}
+
+pub async fn a_kek_rotation_changes_no_revision_and_no_version<S: SecretStore>(store: S) {
+    let ns = with_secrets(&store, 3).await;
+    let before = store
+        .read_namespace(&ns.access_hash)
+        .await
+        .expect("read")
+        .expect("exists");
+    let updates = [(before.0.clone(), wrapped("kek-b", b"re-wrapped"))];
+    assert_eq!(
+        store.replace_wrapped_keys(&updates).await.expect("rewrap"),
+        1
+    );
+    let (record, secrets) = store
+        .read_namespace(&ns.access_hash)
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(record.data_key, updates[0].1, "re-wrapped");
+    assert_eq!(record.revision, before.0.revision, "the revision stays");
+    assert_eq!(
+        by_index(secrets),
+        by_index(before.1),
+        "and every version with it"
+    );
+}
+
+pub async fn a_guarded_upsert_writes_only_when_its_precondition_holds<S: SecretStore>(store: S) {
+    let ns = with_secrets(&store, 2).await;
+    // Revision 3: secrets 0 and 1 at versions 2 and 3.
+    let before = secrets_of(&store, &ns).await;
+    let refused = [
+        (
+            "a stale namespace revision",
+            1,
+            on_namespace(if_match(&[2])),
+        ),
+        (
+            "no revision the caller knows",
+            1,
+            on_namespace(if_match(&[])),
+        ),
+        (
+            "If-None-Match: * on a namespace",
+            1,
+            on_namespace(if_absent()),
+        ),
+        ("a stale secret version", 1, on_secret(if_match(&[2]))),
+        (
+            "If-None-Match: * on an existing secret",
+            1,
+            on_secret(if_absent()),
+        ),
+        ("If-Match on an absent secret", 7, on_secret(if_match(&[3]))),
+        (
+            "If-Match: * on an absent secret",
+            7,
+            on_secret(Condition {
+                if_match: Some(Tags::Any),
+                if_none_match: None,
+            }),
+        ),
+    ];
+    for (why, n, guard) in &refused {
+        let result = store
+            .upsert_secret(ns.id, &secret(*n, b"x"), 10, guard)
+            .await;
+        assert!(
+            matches!(result, Err(StoreError::PreconditionFailed)),
+            "{why}: {result:?}"
+        );
+    }
+    assert_eq!(
+        secrets_of(&store, &ns).await,
+        before,
+        "a refused write writes nothing"
+    );
+    assert_eq!(revision_of(&store, &ns).await, 3, "and moves nothing");
+
+    // The precondition comes before the limit, and a missing namespace before both.
+    let result = store
+        .upsert_secret(ns.id, &secret(7, b"x"), 2, &on_secret(if_match(&[1])))
+        .await;
+    assert!(
+        matches!(result, Err(StoreError::PreconditionFailed)),
+        "{result:?}"
+    );
+    let missing = NamespaceId::from_uuid(Uuid::new_v4());
+    let result = store
+        .upsert_secret(missing, &secret(1, b"x"), 10, &on_namespace(if_match(&[3])))
+        .await;
+    assert!(
+        matches!(result, Err(StoreError::NamespaceNotFound)),
+        "{result:?}"
+    );
+
+    let accepted = [
+        (
+            "the namespace's revision",
+            1,
+            on_namespace(if_match(&[1, 3])),
+            4,
+        ),
+        ("the secret's version", 1, on_secret(if_match(&[4])), 5),
+        (
+            "If-None-Match: * on an absent secret",
+            7,
+            on_secret(if_absent()),
+            6,
+        ),
+        (
+            "If-None-Match with a stale version",
+            7,
+            on_secret(Condition {
+                if_match: None,
+                if_none_match: Some(Tags::List(vec![rev(2)])),
+            }),
+            7,
+        ),
+    ];
+    for (why, n, guard, expected) in &accepted {
+        let written = store
+            .upsert_secret(ns.id, &secret(*n, why.as_bytes()), 10, guard)
+            .await;
+        assert_eq!(written.expect(why).revision, rev(*expected), "{why}");
+        assert_eq!(version_of(&store, &ns, *n).await, Some(*expected), "{why}");
+    }
+}
+
+pub async fn conditional_patches_and_deletes_compare_with_the_current_revision<S: SecretStore>(
+    store: S,
+) {
+    let ns = with_secrets(&store, 2).await;
+    let before = secrets_of(&store, &ns).await;
+    let result = store
+        .apply_patch(ns.id, &[secret(5, b"x")], &[index(0)], 10, &if_match(&[2]))
+        .await;
+    assert!(
+        matches!(result, Err(StoreError::PreconditionFailed)),
+        "{result:?}"
+    );
+    assert_eq!(
+        secrets_of(&store, &ns).await,
+        before,
+        "all of it or none of it"
+    );
+    let patched = store
+        .apply_patch(ns.id, &[secret(5, b"x")], &[index(0)], 10, &if_match(&[3]))
+        .await
+        .expect("the current revision");
+    assert_eq!(patched.revision, rev(4));
+
+    // Secret 1 is at version 3.
+    let result = store
+        .delete_secret(ns.id, &index(1), &on_secret(if_match(&[2])))
+        .await;
+    assert!(
+        matches!(result, Err(StoreError::PreconditionFailed)),
+        "{result:?}"
+    );
+    assert_eq!(version_of(&store, &ns, 1).await, Some(3), "still there");
+    let absent = store
+        .delete_secret(ns.id, &index(9), &on_secret(if_match(&[3])))
+        .await;
+    assert_eq!(
+        absent.expect("absent"),
+        None,
+        "an absent secret is absent, not a failure"
+    );
+    let deleted = store
+        .delete_secret(ns.id, &index(1), &on_secret(if_match(&[3])))
+        .await;
+    assert_eq!(deleted.expect("deleted"), Some(rev(5)));
+
+    let result = store
+        .delete_namespace(&ns.access_hash, &if_match(&[4]))
+        .await;
+    assert!(
+        matches!(result, Err(StoreError::PreconditionFailed)),
+        "{result:?}"
+    );
+    assert_eq!(revision_of(&store, &ns).await, 5, "still there");
+    let deleted = store
+        .delete_namespace(&ns.access_hash, &if_match(&[5]))
+        .await;
+    assert_eq!(deleted.expect("deleted"), Some(ns.id));
+    let again = store
+        .delete_namespace(&ns.access_hash, &if_match(&[5]))
+        .await;
+    assert_eq!(again.expect("gone"), None);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -643,7 +1005,7 @@ pub async fn key_ids_in_use_are_the_distinct_ids_of_stored_data_keys<S: SecretSt
 
     assert!(
         store
-            .delete_namespace(&batch[3].access_hash)
+            .drop_namespace(&batch[3].access_hash)
             .await
             .expect("delete")
     );
@@ -669,7 +1031,7 @@ pub async fn namespaces_are_counted_by_the_key_id_wrapping_their_data_key<S: Sec
         .expect("add");
     assert!(
         store
-            .delete_namespace(&batch[3].access_hash)
+            .drop_namespace(&batch[3].access_hash)
             .await
             .expect("delete")
     );
@@ -698,10 +1060,7 @@ pub async fn wrapped_keys_not_under_the_active_key_are_paged_in_id_order<S: Secr
     let mut expected: Vec<_> = batch
         .iter()
         .filter(|ns| ns.data_key.key_id != active)
-        .map(|ns| NamespaceRecord {
-            id: ns.id,
-            data_key: ns.data_key.clone(),
-        })
+        .map(record)
         .collect();
     expected.sort_by_key(|ns| ns.id);
     assert_eq!(expected.len(), 9);
@@ -769,7 +1128,7 @@ pub async fn replacing_wrapped_keys_is_a_compare_and_swap<S: SecretStore>(store:
     let deleted = &batch[position(old[2].id)];
     assert!(
         store
-            .delete_namespace(&deleted.access_hash)
+            .drop_namespace(&deleted.access_hash)
             .await
             .expect("delete")
     );
@@ -842,7 +1201,7 @@ pub async fn concurrent_upserts_of_one_name_leave_one_secret<S: SecretStore>(sto
     let id = ns.id;
     let (store, results) = race(store, 32, move |store: Arc<S>, n| async move {
         let value = format!("value {n}").into_bytes();
-        store.upsert_secret(id, &secret(1, &value), 10).await
+        store.upsert(id, &secret(1, &value), 10).await
     })
     .await;
 
@@ -869,7 +1228,7 @@ pub async fn concurrent_inserts_never_pass_the_limit<S: SecretStore>(store: S) {
     let ns = created(&store, "kek-a").await;
     let id = ns.id;
     let (store, results) = race(store, 40, move |store: Arc<S>, n| async move {
-        store.upsert_secret(id, &secret(n as u8, b"v"), 10).await
+        store.upsert(id, &secret(n as u8, b"v"), 10).await
     })
     .await;
 
@@ -897,7 +1256,7 @@ pub async fn concurrent_patches_never_pass_the_limit<S: SecretStore>(store: S) {
             secret(10 + 2 * n, b"a"),
             secret(11 + 2 * n, b"b"),
         ];
-        store.apply_patch(id, &upserts, &[], 10).await
+        store.patch(id, &upserts, &[], 10).await
     })
     .await;
 
@@ -953,4 +1312,75 @@ pub async fn concurrent_key_checks_for_one_key_id_keep_one<S: SecretStore>(store
     let checks = store.key_checks().await.expect("checks");
     assert_eq!(checks.len(), 1);
     assert!(checks[0].ciphertext.starts_with(b"check "));
+}
+
+pub async fn of_many_writers_holding_one_version_exactly_one_wins<S: SecretStore>(store: S) {
+    let ns = with_secrets(&store, 1).await;
+    // Secret 0 is at version 2; a hundred writers hold it.
+    let id = ns.id;
+    let (store, results) = race(store, 100, move |store: Arc<S>, n| async move {
+        let value = format!("writer {n}").into_bytes();
+        let guard = on_secret(if_match(&[2]));
+        store
+            .upsert_secret(id, &secret(0, &value), 10, &guard)
+            .await
+            .map(|_| value)
+    })
+    .await;
+    let refused = results
+        .iter()
+        .filter(|r| matches!(r, Err(StoreError::PreconditionFailed)))
+        .count();
+    let winners: Vec<_> = results.into_iter().filter_map(Result::ok).collect();
+    assert_eq!((winners.len(), refused), (1, 99));
+    assert_eq!(
+        secrets_of(&*store, &ns).await[0].value,
+        winners[0],
+        "the winner's value"
+    );
+    assert_eq!(revision_of(&*store, &ns).await, 3, "one write happened");
+}
+
+pub async fn of_many_creators_of_one_absent_name_exactly_one_wins<S: SecretStore>(store: S) {
+    let ns = created(&store, "kek-a").await;
+    let id = ns.id;
+    let (store, results) = race(store, 100, move |store: Arc<S>, n| async move {
+        let value = format!("creator {n}").into_bytes();
+        let guard = on_secret(if_absent());
+        store
+            .upsert_secret(id, &secret(0, &value), 10, &guard)
+            .await
+    })
+    .await;
+    let created = results
+        .iter()
+        .filter(|r| matches!(r, Ok(w) if w.upserted == Upserted::Created))
+        .count();
+    let refused = results
+        .iter()
+        .filter(|r| matches!(r, Err(StoreError::PreconditionFailed)))
+        .count();
+    assert_eq!((created, refused), (1, 99));
+    assert_eq!(secrets_of(&*store, &ns).await.len(), 1);
+    assert_eq!(revision_of(&*store, &ns).await, 2);
+}
+
+pub async fn of_many_patches_holding_one_revision_exactly_one_wins<S: SecretStore>(store: S) {
+    let ns = with_secrets(&store, 1).await;
+    let id = ns.id;
+    let (store, results) = race(store, 100, move |store: Arc<S>, n| async move {
+        let upserts = [secret(0, &[n as u8]), secret(1 + (n % 200) as u8, b"new")];
+        store
+            .apply_patch(id, &upserts, &[], 1_000, &if_match(&[2]))
+            .await
+    })
+    .await;
+    let refused = results
+        .iter()
+        .filter(|r| matches!(r, Err(StoreError::PreconditionFailed)))
+        .count();
+    let applied = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!((applied, refused), (1, 99), "{results:?}");
+    assert_eq!(secrets_of(&*store, &ns).await.len(), 2);
+    assert_eq!(revision_of(&*store, &ns).await, 3);
 }

@@ -1,6 +1,7 @@
 //! The checks of [`ImportStore`]'s documentation, and of the access kind every lookup by access
 //! hash matches. Each takes a fresh, empty store.
 
+use crate::unconditional::Unconditional as _;
 use secrets_domain::import::{
     Applied, Fingerprint, ImportBase, ImportStore, ImportUpdate, NewImport, OriginalId,
     state_digest,
@@ -9,7 +10,7 @@ use secrets_domain::model::{AccessKeyHash, AccessKind};
 use secrets_domain::ports::{SecretStore, StoreError};
 use uuid::Uuid;
 
-use crate::fixtures::{access_hash, namespace, sealed, secret};
+use crate::fixtures::{access_hash, by_index, namespace, sealed, secret};
 
 fn original_id(n: u128) -> OriginalId {
     OriginalId::from_uuid(Uuid::from_u128(n))
@@ -79,13 +80,13 @@ pub async fn an_access_hash_finds_only_a_namespace_of_its_own_kind<S: SecretStor
     );
     assert!(
         !store
-            .delete_namespace(&same_digest_native)
+            .drop_namespace(&same_digest_native)
             .await
             .expect("delete")
     );
     assert!(
         !store
-            .replace_access_hash(&same_digest_native, &access_hash())
+            .rehash(&same_digest_native, &access_hash())
             .await
             .expect("replace")
     );
@@ -121,7 +122,7 @@ pub async fn rotating_an_imported_key_gives_the_namespace_a_native_one<
     let new = access_hash();
     assert!(
         store
-            .replace_access_hash(&import.namespace.access_hash, &new)
+            .rehash(&import.namespace.access_hash, &new)
             .await
             .expect("replace")
     );
@@ -283,8 +284,16 @@ pub async fn an_update_applies_only_in_the_state_it_was_computed_from<
         .expect("record");
     assert_eq!(state.record.source, Fingerprint([7; 32]));
     assert_eq!(state.base, base);
-    let (_, access, secrets) = state.namespace.expect("namespace");
+    let (record, access, secrets) = state.namespace.expect("namespace");
     assert_eq!(access, new_access);
+    // Imported whole at the first revision; the merge is one change, which what it wrote takes
+    // as its version, while the secret it left alone keeps the import's.
+    assert_eq!(record.revision.get(), 2, "a merge moves the revision once");
+    let versions: Vec<u64> = by_index(secrets.clone())
+        .iter()
+        .map(|s| s.version.get())
+        .collect();
+    assert_eq!(versions, [2, 1, 2]);
     assert_eq!(
         sealed(secrets),
         [rewritten, import.secrets[2].clone(), added]
@@ -305,7 +314,7 @@ pub async fn a_namespace_deleted_here_keeps_its_record_without_it<S: SecretStore
     let expected = digest_now(&store, &import).await;
     assert!(
         store
-            .delete_namespace(&import.namespace.access_hash)
+            .drop_namespace(&import.namespace.access_hash)
             .await
             .expect("delete")
     );

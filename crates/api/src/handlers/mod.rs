@@ -43,6 +43,32 @@ type State<S, C, R> = Data<AppState<S, C, R>>;
 const ACCESS_KEY_PARAM: &str = "The namespace's access key: 43 characters of base64url, or an \
     imported namespace's 21 characters of A-Z a-z 0-9 _ -.";
 
+// The precondition headers and the `ETag` answer, as the OpenAPI document describes them (see
+// `crate::conditional`).
+
+/// `If-None-Match` on a read.
+const IF_NONE_MATCH_READ: &str = "Entity tags the caller holds (or `*`). When one is the current \
+    one, the answer is 304 with no body and the `ETag`: nothing is decrypted. Compared weakly; \
+    malformed is 400.";
+/// `If-Match` on a read.
+const IF_MATCH_READ: &str = "Entity tags (or `*`): answer only if one is the current one, 412 \
+    otherwise. Compared strongly; malformed is 400.";
+/// `If-Match` on a write to the namespace.
+const IF_MATCH_NAMESPACE: &str = "The namespace's entity tag as the caller last read it (or \
+    `*`): the request changes anything only if the namespace is still in that state, and \
+    answers 412 otherwise. Compared strongly, inside the store's write; malformed is 400.";
+/// `If-None-Match` on a write to the namespace.
+const IF_NONE_MATCH_NAMESPACE: &str = "Entity tags (or `*`, which always fails on an existing \
+    namespace): 412 when one is the namespace's current one. Malformed is 400.";
+/// `If-Match` on a write of one secret.
+const IF_MATCH_SECRET: &str = "The secret's entity tag as the caller last read it (or `*`: \
+    the secret must exist): the request changes anything only if the secret is still in that \
+    state, and answers 412 otherwise. Compared strongly, inside the store's write; malformed is \
+    400.";
+/// `If-None-Match` on a write of one secret.
+const IF_NONE_MATCH_SECRET: &str = "`*`: write only if the secret does not exist yet (412 when \
+    it does). Or entity tags: 412 when one is the secret's current one. Malformed is 400.";
+
 /// Any route that does not exist.
 pub async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
     Err(ApiError::route_not_found())

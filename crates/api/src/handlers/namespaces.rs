@@ -4,15 +4,19 @@
 use actix_web::web::Payload;
 use actix_web::{HttpRequest, HttpResponse};
 use secrets_domain::ports::{Envelope, Random, SecretStore};
-use secrets_domain::{AccessKey, BulkCount, SecretName, SecretValue};
+use secrets_domain::{AccessKey, BulkCount, Issued, SecretName, SecretValue};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{ACCESS_KEY_PARAM, State};
+use super::{
+    ACCESS_KEY_PARAM, IF_MATCH_NAMESPACE, IF_MATCH_READ, IF_NONE_MATCH_NAMESPACE,
+    IF_NONE_MATCH_READ, State,
+};
 use crate::body::{self, Accept, Body};
+use crate::conditional;
 use crate::error::ApiError;
 use crate::path;
-use crate::responses::{CreateErrors, NamespaceErrors};
+use crate::responses::{ConditionalNamespaceErrors, CreateErrors, NamespaceErrors};
 
 // ---------------------------------------------------------------------------------------------
 // Request bodies
@@ -104,9 +108,12 @@ pub struct AccessKeysBody {
 impl AccessKeysBody {
     /// The body of new namespaces' keys.
     #[must_use]
-    pub fn of(keys: &[AccessKey]) -> Self {
+    pub fn of(issued: &[Issued]) -> Self {
         Self {
-            access_keys: keys.iter().map(|key| key.expose().to_string()).collect(),
+            access_keys: issued
+                .iter()
+                .map(|i| i.access_key.expose().to_string())
+                .collect(),
         }
     }
 }
@@ -161,8 +168,8 @@ pub async fn create_namespace<S: SecretStore, C: Envelope, R: Random>(
         body::check_media_type(&req, Accept::Json)?;
     }
     parse_create(&body)?;
-    let key = state.service.create_namespace().await?;
-    Ok(HttpResponse::Created().json(AccessKeyBody::of(&key)))
+    let issued = state.service.create_namespace().await?;
+    Ok(HttpResponse::Created().json(AccessKeyBody::of(&issued.access_key)))
 }
 
 /// Creates 1 to 500 namespaces in one transaction, to pre-provision a pool of them.
@@ -184,31 +191,43 @@ pub async fn create_namespaces<S: SecretStore, C: Envelope, R: Random>(
 ) -> Result<HttpResponse, ApiError> {
     let body = body::read_json(&req, payload, state.body, Accept::Json).await?;
     let count = parse_bulk(&body)?;
-    let keys = state.service.create_namespaces(count).await?;
-    Ok(HttpResponse::Created().json(AccessKeysBody::of(&keys)))
+    let issued = state.service.create_namespaces(count).await?;
+    Ok(HttpResponse::Created().json(AccessKeysBody::of(&issued)))
 }
 
 /// Reads every secret of a namespace, as one flat object of name to value.
 ///
-/// The worker's hot path: one round trip to the store.
+/// The worker's hot path: one round trip to the store. With `If-None-Match` holding the
+/// namespace's current entity tag it answers 304 after one lookup of the namespace, decrypting
+/// nothing.
 #[utoipa::path(
     get,
     path = "/namespaces/{accessKey}",
     tag = "namespaces",
-    params(("accessKey" = String, Path, description = ACCESS_KEY_PARAM)),
+    params(
+        ("accessKey" = String, Path, description = ACCESS_KEY_PARAM),
+        ("If-None-Match" = Option<String>, Header, description = IF_NONE_MATCH_READ),
+        ("If-Match" = Option<String>, Header, description = IF_MATCH_READ),
+    ),
     security(("serviceToken" = [])),
     responses(
-        (status = 200, description = "Every secret of the namespace, name to value.", body = NamespaceBody<'_>),
-        NamespaceErrors,
+        (status = 200, description = "Every secret of the namespace, name to value.", body = NamespaceBody<'_>,
+            headers(("ETag" = String, description = "The namespace's entity tag in the state answered (see `If-None-Match` and `If-Match`)."))),
+        (status = 304, description = "Nothing changed since the entity tag sent in `If-None-Match`; no body.",
+            headers(("ETag" = String, description = "The namespace's entity tag in the state answered (see `If-None-Match` and `If-Match`)."))),
+        ConditionalNamespaceErrors,
     )
 )]
 pub async fn read_namespace<S: SecretStore, C: Envelope, R: Random>(
     state: State<S, C, R>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
+    let conditions = conditional::conditions(&req)?;
     let key = path::access_key(&req)?;
-    let secrets = state.service.read_all(&key).await?;
-    Ok(HttpResponse::Ok().json(NamespaceBody(&secrets)))
+    let read = state.service.read_all(&key, &conditions).await?;
+    Ok(conditional::answer(read, |ok, secrets| {
+        ok.json(NamespaceBody(&secrets))
+    }))
 }
 
 /// Deletes a namespace and its secrets, destroying its data key.
@@ -216,19 +235,24 @@ pub async fn read_namespace<S: SecretStore, C: Envelope, R: Random>(
     delete,
     path = "/namespaces/{accessKey}",
     tag = "namespaces",
-    params(("accessKey" = String, Path, description = ACCESS_KEY_PARAM)),
+    params(
+        ("accessKey" = String, Path, description = ACCESS_KEY_PARAM),
+        ("If-Match" = Option<String>, Header, description = IF_MATCH_NAMESPACE),
+        ("If-None-Match" = Option<String>, Header, description = IF_NONE_MATCH_NAMESPACE),
+    ),
     security(("serviceToken" = [])),
     responses(
         (status = 204, description = "The namespace, its secrets and its data key are gone."),
-        NamespaceErrors,
+        ConditionalNamespaceErrors,
     )
 )]
 pub async fn delete_namespace<S: SecretStore, C: Envelope, R: Random>(
     state: State<S, C, R>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
+    let conditions = conditional::conditions(&req)?;
     let key = path::access_key(&req)?;
-    state.service.delete_namespace(&key).await?;
+    state.service.delete_namespace(&key, &conditions).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -249,8 +273,8 @@ pub async fn rotate_access_key<S: SecretStore, C: Envelope, R: Random>(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let key = path::access_key(&req)?;
-    let new_key = state.service.rotate_access_key(&key).await?;
-    Ok(HttpResponse::Created().json(AccessKeyBody::of(&new_key)))
+    let issued = state.service.rotate_access_key(&key).await?;
+    Ok(HttpResponse::Created().json(AccessKeyBody::of(&issued.access_key)))
 }
 
 #[cfg(test)]

@@ -41,7 +41,9 @@ use actix_web::web::Payload;
 use actix_web::{Error, HttpRequest, HttpResponse};
 use percent_encoding::percent_decode_str;
 use secrets_domain::ports::{Envelope, Random, SecretStore};
-use secrets_domain::{AccessKey, BulkCount, Error as DomainError, KeyInfo};
+use secrets_domain::{
+    AccessKey, BulkCount, Condition, Conditional, Error as DomainError, KeyInfo, Tagged, Target,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use zeroize::Zeroizing;
@@ -243,9 +245,9 @@ pub async fn original_create_namespaces<S: SecretStore, C: Envelope, R: Random>(
 ) -> Result<HttpResponse, ApiError> {
     let body = body::read_json(&req, payload, state.body, Accept::Json).await?;
     let count = parse_bulk(&body)?;
-    let keys = state.service.create_namespaces(count).await?;
+    let issued = state.service.create_namespaces(count).await?;
     // 200, as the original answered (the native route answers 201).
-    Ok(HttpResponse::Ok().json(AccessKeysBody::of(&keys)))
+    Ok(HttpResponse::Ok().json(AccessKeysBody::of(&issued)))
 }
 
 /// Reads a namespace's secrets: values (`mode=private`, every hook run) or digests
@@ -277,13 +279,15 @@ pub async fn original_read_secrets<S: SecretStore, C: Envelope, R: Random>(
     let key = access_key(key)?;
     Ok(match mode {
         Mode::Private => {
-            let secrets = state.service.read_all(&key).await?;
+            let secrets =
+                unconditional(state.service.read_all(&key, &Condition::default()).await?)?;
             HttpResponse::Ok().json(SecretsBody {
                 secrets: NamespaceBody(&secrets),
             })
         }
         Mode::Public => {
-            let listing = state.service.list_keys(&key).await?;
+            let listing =
+                unconditional(state.service.list_keys(&key, &Condition::default()).await?)?;
             HttpResponse::Ok().json(SecretsBody {
                 secrets: Digests(&listing),
             })
@@ -313,7 +317,11 @@ pub async fn original_put_secret<S: SecretStore, C: Envelope, R: Random>(
     let (name, value) = parse_put(&body)?;
     let [key] = query(&req, ["accessKey"])?;
     let key = access_key(key)?;
-    state.service.put_secret(&key, &name, &value).await?;
+    let none = Condition::default();
+    state
+        .service
+        .put_secret(&key, &name, &value, &none, Target::Namespace)
+        .await?;
     Ok(HttpResponse::Created().json(EmptyBody {}))
 }
 
@@ -339,8 +347,12 @@ pub async fn original_delete_secret<S: SecretStore, C: Envelope, R: Random>(
     let [key, name] = query(&req, ["accessKey", "key"])?;
     let name = parse_name("key", required("key", name)?.to_string())?;
     let key = access_key(key)?;
-    match state.service.delete_secret(&key, &name).await {
-        Ok(()) | Err(DomainError::SecretNotFound) => {}
+    match state
+        .service
+        .delete_secret(&key, &name, &Condition::default())
+        .await
+    {
+        Ok(_) | Err(DomainError::SecretNotFound { .. }) => {}
         Err(error) => return Err(error.into()),
     }
     Ok(HttpResponse::Accepted().json(DeletedBody { deleted: true }))
@@ -364,7 +376,10 @@ pub async fn original_delete_namespace<S: SecretStore, C: Envelope, R: Random>(
 ) -> Result<HttpResponse, ApiError> {
     let [key] = query(&req, ["accessKey"])?;
     let key = access_key(key)?;
-    state.service.delete_namespace(&key).await?;
+    state
+        .service
+        .delete_namespace(&key, &Condition::default())
+        .await?;
     Ok(HttpResponse::Accepted().json(DeletedBody { deleted: true }))
 }
 
@@ -398,6 +413,17 @@ pub async fn original_errors(
     let (req, _) = response.into_parts();
     let rewritten = HttpResponse::build(status).json(answered.original_body());
     Ok(ServiceResponse::new(req, rewritten).map_into_right_body())
+}
+
+/// What an unconditional read read: the original's routes send no preconditions, so the use
+/// case never answers that nothing changed.
+fn unconditional<T>(tagged: Tagged<Conditional<T>>) -> Result<T, ApiError> {
+    match tagged.value {
+        Conditional::Read(value) => Ok(value),
+        Conditional::NotModified => Err(ApiError::internal_from(&std::io::Error::other(
+            "a read without preconditions answered that nothing changed",
+        ))),
+    }
 }
 
 #[cfg(test)]

@@ -1,22 +1,31 @@
-//! The secrets of one namespace: add or update one, apply a merge patch, list names and
-//! digests, read one, delete one; with their request and response bodies.
+//! The secrets of one namespace: add or update one (into the namespace, or as the secret's own
+//! resource), apply a merge patch, list names and digests, read one, delete one; with their
+//! request and response bodies.
 
 use std::collections::BTreeMap;
 
+use actix_web::http::StatusCode;
 use actix_web::web::Payload;
 use actix_web::{HttpRequest, HttpResponse};
 use secrets_domain::ports::{Envelope, Random, SecretStore, Upserted};
-use secrets_domain::{PatchChange, SecretName, SecretValue};
+use secrets_domain::{PatchChange, SecretName, SecretValue, Target};
 use serde::{Deserialize, Serialize};
 use serde_with::{As, MapPreventDuplicates, Same};
 use utoipa::ToSchema;
 
 use super::namespaces::NamespaceBody;
-use super::{ACCESS_KEY_PARAM, State};
+use super::{
+    ACCESS_KEY_PARAM, IF_MATCH_NAMESPACE, IF_MATCH_READ, IF_MATCH_SECRET, IF_NONE_MATCH_NAMESPACE,
+    IF_NONE_MATCH_READ, IF_NONE_MATCH_SECRET, State,
+};
 use crate::body::{self, Accept, Body};
+use crate::conditional;
 use crate::error::ApiError;
 use crate::path::{self, parse_name};
-use crate::responses::{NamespaceErrors, SecretErrors, WriteErrors};
+use crate::responses::{ConditionalNamespaceErrors, SecretErrors, WriteErrors};
+
+/// The secret-name path parameter, as the OpenAPI document describes it.
+const NAME_PARAM: &str = "The secret's name, percent-encoded.";
 
 // ---------------------------------------------------------------------------------------------
 // Request bodies
@@ -47,6 +56,30 @@ pub fn parse_put(body: &[u8]) -> Result<(SecretName, SecretValue), ApiError> {
     let PutRequest { key, value } = body::decode(body)?;
     let value = SecretValue::new(value);
     Ok((parse_name("key", key)?, value))
+}
+
+/// The body of `PUT /namespaces/{accessKey}/secrets/{key}`: the secret's value (its name is
+/// in the path).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = SetSecretRequest, example = json!({"value": "foobar"}))]
+#[expect(
+    missing_debug_implementations,
+    reason = "holds names and values: never printed"
+)]
+pub struct SetRequest {
+    /// The secret's value: a UTF-8 string of at most `limits.max_value_bytes` bytes.
+    pub value: String,
+}
+
+impl Body for SetRequest {
+    const FIELDS: Option<&'static [&'static str]> = Some(&["value"]);
+}
+
+/// `PUT /namespaces/{accessKey}/secrets/{key}`: `{"value": "..."}`.
+pub fn parse_set(body: &[u8]) -> Result<SecretValue, ApiError> {
+    let SetRequest { value } = body::decode(body)?;
+    Ok(SecretValue::new(value))
 }
 
 /// A JSON merge patch (RFC 7396) of a namespace: a string sets the secret of that name, `null`
@@ -158,15 +191,23 @@ pub fn hex(bytes: &[u8]) -> String {
 // ---------------------------------------------------------------------------------------------
 
 /// Adds a secret, or updates the one of that name.
+///
+/// `If-Match` and `If-None-Match` compare with the namespace's entity tag; the answer carries
+/// the namespace's entity tag after the write.
 #[utoipa::path(
     post,
     path = "/namespaces/{accessKey}",
     tag = "secrets",
-    params(("accessKey" = String, Path, description = ACCESS_KEY_PARAM)),
+    params(
+        ("accessKey" = String, Path, description = ACCESS_KEY_PARAM),
+        ("If-Match" = Option<String>, Header, description = IF_MATCH_NAMESPACE),
+        ("If-None-Match" = Option<String>, Header, description = IF_NONE_MATCH_NAMESPACE),
+    ),
     request_body(content = PutRequest, content_type = "application/json"),
     security(("serviceToken" = [])),
     responses(
-        (status = 201, description = "The secret was added (`created`: true) or updated (false).", body = PutBody<'_>),
+        (status = 201, description = "The secret was added (`created`: true) or updated (false).", body = PutBody<'_>,
+            headers(("ETag" = String, description = "The namespace's entity tag in the state answered (see `If-None-Match` and `If-Match`)."))),
         WriteErrors,
     )
 )]
@@ -175,13 +216,69 @@ pub async fn put_secret<S: SecretStore, C: Envelope, R: Random>(
     req: HttpRequest,
     payload: Payload,
 ) -> Result<HttpResponse, ApiError> {
+    let conditions = conditional::conditions(&req)?;
     let body = body::read_json(&req, payload, state.body, Accept::Json).await?;
     let (name, value) = parse_put(&body)?;
     let key = path::access_key(&req)?;
-    let outcome = state.service.put_secret(&key, &name, &value).await?;
-    Ok(HttpResponse::Created().json(PutBody {
+    let written = state
+        .service
+        .put_secret(&key, &name, &value, &conditions, Target::Namespace)
+        .await?;
+    Ok(HttpResponse::Created()
+        .insert_header(conditional::etag(&written.etag))
+        .json(PutBody {
+            key: name.as_str(),
+            created: written.value == Upserted::Created,
+        }))
+}
+
+/// Writes one secret, named in the path: creates it (201) or replaces its value (200).
+///
+/// `If-Match` and `If-None-Match` compare with the secret's entity tag: `If-Match` with the tag
+/// of a `GET` writes only if nobody changed the secret since; `If-None-Match: *` creates it only
+/// if it does not exist. The answer carries no `ETag` (RFC 9110, section 9.3.4: the secret's
+/// representation is not the body sent); a `GET` gives the new one.
+#[utoipa::path(
+    put,
+    path = "/namespaces/{accessKey}/secrets/{key}",
+    tag = "secrets",
+    params(
+        ("accessKey" = String, Path, description = ACCESS_KEY_PARAM),
+        ("key" = String, Path, description = NAME_PARAM),
+        ("If-Match" = Option<String>, Header, description = IF_MATCH_SECRET),
+        ("If-None-Match" = Option<String>, Header, description = IF_NONE_MATCH_SECRET),
+    ),
+    request_body(content = SetRequest, content_type = "application/json"),
+    security(("serviceToken" = [])),
+    responses(
+        (status = 200, description = "The secret's value was replaced (`created`: false).", body = PutBody<'_>),
+        (status = 201, description = "The secret was created (`created`: true).", body = PutBody<'_>),
+        WriteErrors,
+    )
+)]
+pub async fn set_secret<S: SecretStore, C: Envelope, R: Random>(
+    state: State<S, C, R>,
+    req: HttpRequest,
+    payload: Payload,
+) -> Result<HttpResponse, ApiError> {
+    let conditions = conditional::conditions(&req)?;
+    let body = body::read_json(&req, payload, state.body, Accept::Json).await?;
+    let value = parse_set(&body)?;
+    let key = path::access_key(&req)?;
+    let name = path::secret_name(&req)?;
+    let written = state
+        .service
+        .put_secret(&key, &name, &value, &conditions, Target::Secret)
+        .await?;
+    let created = written.value == Upserted::Created;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(HttpResponse::build(status).json(PutBody {
         key: name.as_str(),
-        created: outcome == Upserted::Created,
+        created,
     }))
 }
 
@@ -190,11 +287,16 @@ pub async fn put_secret<S: SecretStore, C: Envelope, R: Random>(
     patch,
     path = "/namespaces/{accessKey}",
     tag = "secrets",
-    params(("accessKey" = String, Path, description = ACCESS_KEY_PARAM)),
+    params(
+        ("accessKey" = String, Path, description = ACCESS_KEY_PARAM),
+        ("If-Match" = Option<String>, Header, description = IF_MATCH_NAMESPACE),
+        ("If-None-Match" = Option<String>, Header, description = IF_NONE_MATCH_NAMESPACE),
+    ),
     request_body(content((PatchRequest = "application/merge-patch+json"), (PatchRequest = "application/json"))),
     security(("serviceToken" = [])),
     responses(
-        (status = 200, description = "The whole namespace after the change.", body = NamespaceBody<'_>),
+        (status = 200, description = "The whole namespace after the change.", body = NamespaceBody<'_>,
+            headers(("ETag" = String, description = "The namespace's entity tag in the state answered (see `If-None-Match` and `If-Match`)."))),
         WriteErrors,
     )
 )]
@@ -203,52 +305,79 @@ pub async fn patch_namespace<S: SecretStore, C: Envelope, R: Random>(
     req: HttpRequest,
     payload: Payload,
 ) -> Result<HttpResponse, ApiError> {
+    let conditions = conditional::conditions(&req)?;
     let body = body::read_json(&req, payload, state.body, Accept::MergePatch).await?;
     let changes = parse_patch(&body)?;
     let key = path::access_key(&req)?;
-    let secrets = state.service.patch(&key, &changes).await?;
-    Ok(HttpResponse::Ok().json(NamespaceBody(&secrets)))
+    let patched = state.service.patch(&key, &changes, &conditions).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header(conditional::etag(&patched.etag))
+        .json(NamespaceBody(&patched.value)))
 }
 
 /// Lists the names, digests and timestamps of a namespace's secrets, never their values.
+///
+/// The listing carries the namespace's entity tag: a view of the same state, so a caller can
+/// list, then write with `If-Match`.
 #[utoipa::path(
     get,
     path = "/namespaces/{accessKey}/keys",
     tag = "secrets",
-    params(("accessKey" = String, Path, description = ACCESS_KEY_PARAM)),
+    params(
+        ("accessKey" = String, Path, description = ACCESS_KEY_PARAM),
+        ("If-None-Match" = Option<String>, Header, description = IF_NONE_MATCH_READ),
+        ("If-Match" = Option<String>, Header, description = IF_MATCH_READ),
+    ),
     security(("serviceToken" = [])),
     responses(
-        (status = 200, description = "Every secret's name, digest and timestamps; never a value.", body = Vec<KeyInfoBody<'_>>),
-        NamespaceErrors,
+        (status = 200, description = "Every secret's name, digest and timestamps; never a value.", body = Vec<KeyInfoBody<'_>>,
+            headers(("ETag" = String, description = "The namespace's entity tag in the state answered (see `If-None-Match` and `If-Match`)."))),
+        (status = 304, description = "Nothing changed since the entity tag sent in `If-None-Match`; no body.",
+            headers(("ETag" = String, description = "The namespace's entity tag in the state answered (see `If-None-Match` and `If-Match`)."))),
+        ConditionalNamespaceErrors,
     )
 )]
 pub async fn list_keys<S: SecretStore, C: Envelope, R: Random>(
     state: State<S, C, R>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
+    let conditions = conditional::conditions(&req)?;
     let key = path::access_key(&req)?;
-    let listing = state.service.list_keys(&key).await?;
-    let body: Vec<_> = listing
-        .iter()
-        .map(|info| KeyInfoBody {
-            key: info.name.as_str(),
-            digest: hex(&info.digest),
-            created_at: info.created_at,
-            updated_at: info.updated_at,
-        })
-        .collect();
-    Ok(HttpResponse::Ok().json(body))
+    let listing = state.service.list_keys(&key, &conditions).await?;
+    Ok(conditional::answer(listing, |ok, listing| {
+        let body: Vec<_> = listing
+            .iter()
+            .map(|info| KeyInfoBody {
+                key: info.name.as_str(),
+                digest: hex(&info.digest),
+                created_at: info.created_at,
+                updated_at: info.updated_at,
+            })
+            .collect();
+        ok.json(body)
+    }))
 }
 
 /// Reads one secret, with its timestamps.
+///
+/// With `If-None-Match` holding the secret's current entity tag it answers 304 without opening
+/// the name or the value.
 #[utoipa::path(
     get,
     path = "/namespaces/{accessKey}/secrets/{key}",
     tag = "secrets",
-    params(("accessKey" = String, Path, description = ACCESS_KEY_PARAM), ("key" = String, Path, description = "The secret's name, percent-encoded.")),
+    params(
+        ("accessKey" = String, Path, description = ACCESS_KEY_PARAM),
+        ("key" = String, Path, description = NAME_PARAM),
+        ("If-None-Match" = Option<String>, Header, description = IF_NONE_MATCH_READ),
+        ("If-Match" = Option<String>, Header, description = IF_MATCH_READ),
+    ),
     security(("serviceToken" = [])),
     responses(
-        (status = 200, description = "The secret.", body = SecretBody<'_>),
+        (status = 200, description = "The secret.", body = SecretBody<'_>,
+            headers(("ETag" = String, description = "The secret's entity tag in the state answered (see `If-None-Match` and `If-Match`)."))),
+        (status = 304, description = "The secret did not change since the entity tag sent in `If-None-Match`; no body.",
+            headers(("ETag" = String, description = "The secret's entity tag in the state answered (see `If-None-Match` and `If-Match`)."))),
         SecretErrors,
     )
 )]
@@ -256,14 +385,17 @@ pub async fn get_secret<S: SecretStore, C: Envelope, R: Random>(
     state: State<S, C, R>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
+    let conditions = conditional::conditions(&req)?;
     let key = path::access_key(&req)?;
     let name = path::secret_name(&req)?;
-    let secret = state.service.get_secret(&key, &name).await?;
-    Ok(HttpResponse::Ok().json(SecretBody {
-        key: secret.name.as_str(),
-        value: secret.value.expose(),
-        created_at: secret.created_at,
-        updated_at: secret.updated_at,
+    let secret = state.service.get_secret(&key, &name, &conditions).await?;
+    Ok(conditional::answer(secret, |ok, secret| {
+        ok.json(SecretBody {
+            key: secret.name.as_str(),
+            value: secret.value.expose(),
+            created_at: secret.created_at,
+            updated_at: secret.updated_at,
+        })
     }))
 }
 
@@ -272,7 +404,12 @@ pub async fn get_secret<S: SecretStore, C: Envelope, R: Random>(
     delete,
     path = "/namespaces/{accessKey}/secrets/{key}",
     tag = "secrets",
-    params(("accessKey" = String, Path, description = ACCESS_KEY_PARAM), ("key" = String, Path, description = "The secret's name, percent-encoded.")),
+    params(
+        ("accessKey" = String, Path, description = ACCESS_KEY_PARAM),
+        ("key" = String, Path, description = NAME_PARAM),
+        ("If-Match" = Option<String>, Header, description = IF_MATCH_SECRET),
+        ("If-None-Match" = Option<String>, Header, description = IF_NONE_MATCH_SECRET),
+    ),
     security(("serviceToken" = [])),
     responses(
         (status = 204, description = "The secret is gone."),
@@ -283,9 +420,13 @@ pub async fn delete_secret<S: SecretStore, C: Envelope, R: Random>(
     state: State<S, C, R>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
+    let conditions = conditional::conditions(&req)?;
     let key = path::access_key(&req)?;
     let name = path::secret_name(&req)?;
-    state.service.delete_secret(&key, &name).await?;
+    state
+        .service
+        .delete_secret(&key, &name, &conditions)
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -296,8 +437,26 @@ mod tests {
     use crate::error::ErrorCode;
 
     #[test]
-    fn the_put_body_field_list_is_its_schema() {
+    fn the_put_body_field_lists_are_their_schemas() {
         fields_match_the_schema::<PutRequest>();
+        fields_match_the_schema::<SetRequest>();
+    }
+
+    #[test]
+    fn a_set_body_is_one_value() {
+        assert_eq!(
+            parse_set(br#"{"value": "v"}"#).expect("parses").expose(),
+            "v"
+        );
+        for (bad, message) in [
+            (&br#"{"value": 5}"#[..], "value: must be a string"),
+            (br"{}", "value: this field is required"),
+            (br#"{"value": "v", "key": "K"}"#, "unknown field"),
+        ] {
+            let error = parse_set(bad).expect_err("refused");
+            assert_eq!(error.code(), ErrorCode::InvalidRequest);
+            assert!(error.to_string().contains(message), "{error}");
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::process::Output;
 use secrets_adapters::crypto::Kek;
 use secrets_adapters::testing::TestDatabase;
 
-use crate::helpers::{TEST_KEK, TOKEN, binary};
+use crate::helpers::{TEST_KEK, TOKEN, TempDir, binary};
 
 /// Standard output and standard error together.
 fn printed(output: &Output) -> String {
@@ -192,15 +192,11 @@ fn transcript_calls(text: &str) -> Vec<(String, String)> {
 
 #[test]
 fn try_it_makes_the_calls_the_readme_shows_and_stops_at_a_wrong_token() {
-    let dir = std::env::temp_dir().join(format!("secrets-try-it-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = TempDir::new();
     let service = crate::common::ServiceProcess::start(
         &["serve"],
         &[
-            (
-                "DATABASE_URL",
-                format!("sqlite://{}", dir.join("secrets.db").display()),
-            ),
+            ("DATABASE_URL", dir.url()),
             ("KEY_ENCRYPTION_KEY", TEST_KEK.to_owned()),
             ("SERVICE_AUTH_TOKENS", TOKEN.to_owned()),
             ("SECRETS__SERVER__BIND", "127.0.0.1:0".to_owned()),
@@ -234,7 +230,6 @@ fn try_it_makes_the_calls_the_readme_shows_and_stops_at_a_wrong_token() {
     assert_eq!(transcript_calls(shown).len(), 9);
 
     let output = try_it("not-the-token");
-    std::fs::remove_dir_all(&dir).expect("clean up");
     assert!(!output.status.success(), "a wrong token stops the script");
     let printed = String::from_utf8_lossy(&output.stdout);
     assert_eq!(

@@ -248,3 +248,24 @@ pub fn binary() -> std::process::Command {
         .env("PATH", std::env::var("PATH").unwrap_or_default());
     command
 }
+
+/// A temporary directory for an SQLite database, removed when dropped.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("secrets-keys-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        Self(dir)
+    }
+
+    pub fn url(&self) -> String {
+        format!("sqlite://{}", self.0.join("secrets.db").display())
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        drop(std::fs::remove_dir_all(&self.0));
+    }
+}

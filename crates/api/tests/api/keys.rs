@@ -18,7 +18,7 @@ use secrets_domain::ports::SecretStore;
 use secrets_domain::{KeyId, Limits, SecretsService};
 use serde_json::{Value, json};
 
-use crate::helpers::{ServerGuard, TEST_KEK, TOKEN, binary, build};
+use crate::helpers::{ServerGuard, TEST_KEK, TOKEN, TempDir, binary, build};
 
 const NEW_KEK: &str = "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
 
@@ -81,27 +81,6 @@ fn call(client: &Client, replica: &Replica, method: Method, path: &str) -> reqwe
         .bearer_auth(TOKEN)
 }
 
-/// A temporary directory for an SQLite database, removed when dropped.
-struct TempDir(std::path::PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!("secrets-keys-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        Self(dir)
-    }
-
-    fn url(&self) -> String {
-        format!("sqlite://{}", self.0.join("secrets.db").display())
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        drop(std::fs::remove_dir_all(&self.0));
-    }
-}
-
 const NAMESPACES: usize = 10_000;
 const WITH_SECRETS: usize = 20;
 
@@ -138,6 +117,16 @@ async fn rotate_under_load<S: SecretStore>(url: &str, store: S) {
             .await
             .expect("sent");
         assert_eq!(response.status(), 201);
+    }
+    // The entity tags before the rotation: it changes no data, so it must change none of them.
+    let mut etags = Vec::new();
+    for key in keys.iter().take(WITH_SECRETS) {
+        let response = call(&client, &old, Method::GET, &format!("/namespaces/{key}"))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status(), 200);
+        etags.push(response.headers()["etag"].clone());
     }
     drop(old);
 
@@ -259,6 +248,24 @@ async fn rotate_under_load<S: SecretStore>(url: &str, store: S) {
     .await
     .expect("json");
     assert_eq!(body, json!({"W": format!("write-{}", write_count - 1)}));
+    for (key, etag) in keys.iter().zip(&etags) {
+        let response = call(
+            &client,
+            &current,
+            Method::GET,
+            &format!("/namespaces/{key}"),
+        )
+        .header("If-None-Match", etag)
+        .send()
+        .await
+        .expect("sent");
+        assert_eq!(
+            response.status(),
+            304,
+            "a KEK rotation changes no entity tag"
+        );
+        assert_eq!(&response.headers()["etag"], etag);
+    }
 }
 
 fn two_connections() -> StoreOptions {

@@ -8,6 +8,7 @@
 mod commands;
 #[path = "../common/mod.rs"]
 mod common;
+mod conditional;
 mod devmode;
 mod errors;
 mod helpers;

@@ -48,7 +48,8 @@ async fn the_served_openapi_document_matches_the_committed_copy() {
     );
 }
 
-/// Every operation of SPEC 3, as (method, path template).
+/// Every operation of SPEC 3, and the write of one secret by its name (`PUT`), as (method,
+/// path template).
 const SPEC_OPERATIONS: &[(&str, &str)] = &[
     ("POST", "/namespaces"),
     ("POST", "/namespaces/bulk"),
@@ -59,6 +60,7 @@ const SPEC_OPERATIONS: &[(&str, &str)] = &[
     ("GET", "/namespaces/{accessKey}/keys"),
     ("POST", "/namespaces/{accessKey}/access-key"),
     ("GET", "/namespaces/{accessKey}/secrets/{key}"),
+    ("PUT", "/namespaces/{accessKey}/secrets/{key}"),
     ("DELETE", "/namespaces/{accessKey}/secrets/{key}"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),

@@ -2,7 +2,7 @@
 //! HTTP/2 by ALPN, a plaintext request refused cleanly, a renewed certificate picked up on
 //! SIGHUP by new connections while open ones keep working, and client certificates.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,24 +15,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use crate::common::ServiceProcess;
-use crate::helpers::{TEST_KEK, TOKEN};
-
-/// A directory of the test's own, removed when dropped.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new() -> Self {
-        let path = std::env::temp_dir().join(format!("secrets-tls-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&path).expect("create the directory");
-        Self(path)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        drop(std::fs::remove_dir_all(&self.0));
-    }
-}
+use crate::helpers::{TEST_KEK, TOKEN, TempDir};
 
 /// The service on the embedded store in `dir`, serving TLS with `dir/server.crt` and
 /// `dir/server.key`, plus `extra` settings.
@@ -147,7 +130,7 @@ fn https_client(ca: &TestCa) -> reqwest::Client {
 
 #[tokio::test]
 async fn the_listener_speaks_tls_1_2_and_1_3_and_http2_by_alpn_and_refuses_plaintext_cleanly() {
-    let dir = Dir::new();
+    let dir = TempDir::new();
     let ca = TestCa::new("listener CA");
     drop(server_certificate(&ca).write(&dir.0, "server"));
     let service = start(&dir.0, &[]);
@@ -207,7 +190,7 @@ async fn the_listener_speaks_tls_1_2_and_1_3_and_http2_by_alpn_and_refuses_plain
 
 #[tokio::test]
 async fn a_renewed_certificate_reaches_new_connections_on_sighup_while_open_ones_keep_working() {
-    let dir = Dir::new();
+    let dir = TempDir::new();
     let ca = TestCa::new("listener CA");
     let first = server_certificate(&ca);
     drop(first.write(&dir.0, "server"));
@@ -252,7 +235,7 @@ async fn a_renewed_certificate_reaches_new_connections_on_sighup_while_open_ones
 
 #[tokio::test]
 async fn client_certificates_are_required_or_optional_as_configured() {
-    let dir = Dir::new();
+    let dir = TempDir::new();
     let ca = TestCa::new("listener CA");
     let clients = TestCa::new("client CA");
     let stranger = TestCa::new("someone else's CA");
@@ -300,7 +283,7 @@ async fn client_certificates_are_required_or_optional_as_configured() {
 
 #[test]
 fn a_tls_file_that_cannot_be_used_stops_start_up_naming_it() {
-    let dir = Dir::new();
+    let dir = TempDir::new();
     let ca = TestCa::new("listener CA");
     let (cert, _) = server_certificate(&ca).write(&dir.0, "server");
     let other = server_certificate(&ca);

@@ -95,7 +95,8 @@ pub trait ImportStore: Send + Sync + 'static {
     ) -> Result<Vec<ImportRecord>, StoreError>;
 
     /// Creates the namespace, its secrets and its record, all or nothing. The namespace's
-    /// access hash keeps its kind.
+    /// access hash keeps its kind. It starts at [`crate::etag::Revision::INITIAL`], its secrets
+    /// at the same version, as a namespace created through `SecretStore` does.
     ///
     /// # Errors
     /// MUST return [`StoreError::Conflict`] when the original id already has a record, or the
@@ -112,7 +113,9 @@ pub trait ImportStore: Send + Sync + 'static {
     /// Applies `update` in one transaction, with the namespace's row locked, only when the
     /// namespace's [`super::state_digest`] is still `update.expected`: [`Applied::Changed`]
     /// otherwise, and [`Applied::Gone`] when the namespace (or its record) is gone. The secret
-    /// limit is not applied.
+    /// limit is not applied. An update that changes anything (a secret written or deleted, the
+    /// access hash) moves the namespace to its next revision, which the secrets it writes take
+    /// as their version, as every write through `SecretStore` does.
     async fn update_imported(&self, update: &ImportUpdate) -> Result<Applied, StoreError>;
 
     /// Deletes the imported namespace `namespace` (its secrets and wrapped data key with it)

@@ -119,7 +119,7 @@ where
         self.store()
             .create_imported(&import)
             .await
-            .map_err(|e| self.store_error(e))?;
+            .map_err(|e| self.store_error(e, None))?;
         Ok(ImportOutcome::Imported {
             written: import.secrets.len() as u64,
             kept_here: 0,
@@ -193,7 +193,7 @@ where
                 .store()
                 .update_imported(&update)
                 .await
-                .map_err(|e| self.store_error(e))?
+                .map_err(|e| self.store_error(e, None))?
             {
                 Applied::Applied => {
                     return Ok(ImportOutcome::Imported {
@@ -236,7 +236,7 @@ where
                 .store()
                 .remove_imported(original, record.id, state_digest(access, stored))
                 .await
-                .map_err(|e| self.store_error(e))?
+                .map_err(|e| self.store_error(e, None))?
             {
                 Applied::Applied => return Ok(RemoveOutcome::Removed),
                 Applied::Gone => return Ok(RemoveOutcome::AlreadyGone),
@@ -262,7 +262,7 @@ where
             .store()
             .read_imported(namespace.id)
             .await
-            .map_err(|e| self.store_error(e))?
+            .map_err(|e| self.store_error(e, None))?
         else {
             return Ok(VerifyOutcome::NotImported);
         };
@@ -280,7 +280,7 @@ where
                 .store()
                 .find_namespace(&namespace.access_hash)
                 .await
-                .map_err(|e| self.store_error(e))?;
+                .map_err(|e| self.store_error(e, None))?;
             if reached.map(|found| found.id) != Some(record.id) {
                 mismatched += 1;
             }
@@ -325,7 +325,7 @@ where
             .store()
             .read_imported(original)
             .await
-            .map_err(|e| self.store_error(e))?
+            .map_err(|e| self.store_error(e, None))?
             .ok_or_else(|| Error::Internal("an imported namespace has no record".into()))?;
         if let Some((record, _, _)) = &state.namespace {
             tracing::Span::current().record("ns", tracing::field::display(record.id));
@@ -348,6 +348,7 @@ mod tests {
     use crate::import::{Fingerprint, OriginalSecret, plan};
     use crate::model::{AccessKey, AccessKeyHash, Limits, SecretName, SecretValue};
     use crate::testing::{CountingRandom, FakeEnvelope, InMemoryStore};
+    use crate::{Condition, Conditional, Target};
 
     type Service = SecretsService<InMemoryStore, FakeEnvelope, CountingRandom>;
 
@@ -389,10 +390,14 @@ mod tests {
     }
 
     async fn read(service: &Service, key: &AccessKey) -> Vec<(String, String)> {
-        service
-            .read_all(key)
+        let read = service
+            .read_all(key, &Condition::default())
             .await
-            .expect("read")
+            .expect("read");
+        let Conditional::Read(secrets) = read.value else {
+            panic!("an unconditional read is never 304");
+        };
+        secrets
             .iter()
             .map(|(n, v)| (n.as_str().to_owned(), v.expose().to_owned()))
             .collect()
@@ -445,10 +450,14 @@ mod tests {
                 .expect("find")
                 .is_none()
         );
-        let rotated = service.rotate_access_key(&key()).await.expect("rotated");
+        let rotated = service
+            .rotate_access_key(&key())
+            .await
+            .expect("rotated")
+            .access_key;
         assert_eq!(rotated.kind(), AccessKind::Native);
         assert!(matches!(
-            service.read_all(&key()).await,
+            service.read_all(&key(), &Condition::default()).await,
             Err(Error::NamespaceNotFound)
         ));
         assert_eq!(read(&service, &rotated).await.len(), 2);
@@ -469,15 +478,27 @@ mod tests {
         .await;
         // Written here after the import: B updated, D deleted, E created.
         service
-            .put_secret(&key(), &name("B"), &SecretValue::new("here".into()))
+            .put_secret(
+                &key(),
+                &name("B"),
+                &SecretValue::new("here".into()),
+                &Condition::default(),
+                Target::Namespace,
+            )
             .await
             .expect("put");
         service
-            .delete_secret(&key(), &name("D"))
+            .delete_secret(&key(), &name("D"), &Condition::default())
             .await
             .expect("delete");
         service
-            .put_secret(&key(), &name("E"), &SecretValue::new("new here".into()))
+            .put_secret(
+                &key(),
+                &name("E"),
+                &SecretValue::new("new here".into()),
+                &Condition::default(),
+                Target::Namespace,
+            )
             .await
             .expect("put");
         // Meanwhile in the original: A changed, B and D changed, C deleted, F added.
@@ -522,7 +543,7 @@ mod tests {
             RemoveOutcome::Removed
         );
         assert!(matches!(
-            service.read_all(&key()).await,
+            service.read_all(&key(), &Condition::default()).await,
             Err(Error::NamespaceNotFound)
         ));
         assert_eq!(
@@ -561,7 +582,7 @@ mod tests {
         .expect("sealed");
         service
             .store()
-            .upsert_secret(stored.0.id, &sealed, 10)
+            .upsert_secret(stored.0.id, &sealed, 10, &crate::ports::Guard::default())
             .await
             .expect("written here");
         assert_eq!(

@@ -157,6 +157,7 @@ mod tests {
             sealed: s,
             created_at: at,
             updated_at: at,
+            version: crate::etag::Revision::INITIAL,
         };
         let access = AccessKeyHash::new(AccessKind::Original, [7; 32]);
         let rows = vec![stored(sealed(1, b"a", b"b")), stored(sealed(2, b"c", b"d"))];

@@ -21,7 +21,7 @@ use uuid::Uuid;
 use super::PostgresStore;
 use super::error::db;
 use super::port::query;
-use super::rows::stored_secret;
+use super::rows::{revision, stored_secret};
 use super::sql as port_sql;
 
 #[async_trait]
@@ -114,8 +114,8 @@ impl ImportStore for PostgresStore {
                 Some(id) => {
                     let mut secrets = Vec::with_capacity(rows.len());
                     for row in &rows {
-                        if row.try_get::<_, Option<&[u8]>>(7).map_err(db)?.is_some() {
-                            secrets.push(stored_secret(row, 7)?);
+                        if row.try_get::<_, Option<&[u8]>>(8).map_err(db)?.is_some() {
+                            secrets.push(stored_secret(row, 8)?);
                         }
                     }
                     Some((namespace_at(first, id)?, access_hash(first, 5)?, secrets))
@@ -150,7 +150,10 @@ impl ImportStore for PostgresStore {
             {
                 return Ok(refused);
             }
-            tx.execute(port_sql::DELETE_SECRETS, &[&id, &deletes])
+            // The deletes move the namespace to its next revision when the merge changes
+            // anything (see `port_sql::DELETE_SECRETS`); the upserts take it as their version.
+            let writes = !update.upserts.is_empty() || update.access.is_some();
+            tx.execute(port_sql::DELETE_SECRETS, &[&id, &deletes, &writes])
                 .await
                 .map_err(db)?;
             tx.execute(port_sql::UPSERT_SECRETS, &[&id, &indexes, &names, &values])
@@ -270,7 +273,8 @@ fn access_hash(row: &Row, at: usize) -> Result<AccessKeyHash, StoreError> {
     Ok(AccessKeyHash::new(kind, digest))
 }
 
-/// The namespace of `READ_IMPORTED`'s first row (`kek_id, wrapped_dek` at 3 and 4).
+/// The namespace of `READ_IMPORTED`'s first row (`kek_id, wrapped_dek` at 3 and 4, `revision`
+/// at 7).
 fn namespace_at(row: &Row, id: NamespaceId) -> Result<NamespaceRecord, StoreError> {
     Ok(NamespaceRecord {
         id,
@@ -278,5 +282,6 @@ fn namespace_at(row: &Row, id: NamespaceId) -> Result<NamespaceRecord, StoreErro
             key_id: KeyId::new(row.try_get::<_, String>(3).map_err(db)?),
             ciphertext: row.try_get(4).map_err(db)?,
         },
+        revision: revision(row, 7)?,
     })
 }

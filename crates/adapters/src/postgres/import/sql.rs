@@ -15,7 +15,8 @@ pub(super) const CREATE_NAMESPACE: &str = "\
     INSERT INTO namespaces (id, access_hash, access_kind, kek_id, wrapped_dek) \
     VALUES ($1, $2, $3, $4, $5)";
 
-// All of a new namespace's secrets in one statement, with one timestamp.
+// All of a new namespace's secrets in one statement, with one timestamp. The namespace and its
+// secrets start at the columns' defaults: the first revision, and the first version.
 pub(super) const INSERT_SECRETS: &str = "\
     INSERT INTO secrets (namespace_id, name_index, name_ct, value_ct, created_at, updated_at) \
     SELECT $1, u.name_index, u.name_ct, u.value_ct, t.at, t.at \
@@ -31,8 +32,8 @@ pub(super) const CREATE_RECORD: &str = "\
 // no secrets.
 pub(super) const READ_IMPORTED: &str = "\
     SELECT r.namespace_id, r.source_fp, r.base, \
-           n.kek_id, n.wrapped_dek, n.access_kind, n.access_hash, \
-           s.name_index, s.name_ct, s.value_ct, s.created_at, s.updated_at \
+           n.kek_id, n.wrapped_dek, n.access_kind, n.access_hash, n.revision, \
+           s.name_index, s.name_ct, s.value_ct, s.created_at, s.updated_at, s.version \
     FROM original_imports r \
     LEFT JOIN namespaces n ON n.id = r.namespace_id \
     LEFT JOIN secrets s ON s.namespace_id = n.id \

@@ -4,12 +4,17 @@
 //! Merges and removals are compare-and-swaps: under the writer's lock, the namespace's rows are
 //! read and the write happens only when their state digest is the one the merge was computed
 //! from; otherwise the store answers `Changed` and the merge is computed again.
+//!
+//! Revisions as the port's (`secrets_domain::etag`): a namespace imported whole starts at the
+//! first revision, its secrets at the first version; a merge that changes anything moves the
+//! namespace to its next revision, which the secrets it writes take as their version.
 
 mod sql;
 
 use async_trait::async_trait;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension as _, Row, params};
+use secrets_domain::etag::Revision;
 use secrets_domain::import::{
     Applied, Fingerprint, ImportBase, ImportRecord, ImportStore, ImportUpdate, ImportedState,
     NewImport, OriginalId, state_digest,
@@ -20,7 +25,7 @@ use uuid::Uuid;
 
 use super::SqliteStore;
 use super::error::Failure;
-use super::port::{all_rows, upsert};
+use super::port::{all_rows, namespace_revision, set_revision, upsert};
 use super::rows::{namespace_record, now_micros, stored_secret};
 use super::sql as port_sql;
 
@@ -62,7 +67,7 @@ impl ImportStore for SqliteStore {
                     now,
                 ])?;
                 for secret in &import.secrets {
-                    upsert(tx, ns.id, secret, now)?;
+                    upsert(tx, ns.id, secret, now, Revision::INITIAL)?;
                 }
                 tx.prepare_cached(sql::CREATE_RECORD)?.execute(params![
                     import.original.as_uuid().as_bytes(),
@@ -92,9 +97,9 @@ impl ImportStore for SqliteStore {
                         None => found.insert(imported_state(row, original)?),
                     };
                     if let Some((_, _, secrets)) = &mut state.namespace
-                        && !matches!(row.get_ref(7)?, ValueRef::Null)
+                        && !matches!(row.get_ref(8)?, ValueRef::Null)
                     {
-                        secrets.push(stored_secret(row, 7)?);
+                        secrets.push(stored_secret(row, 8)?);
                     }
                 }
                 Ok(found)
@@ -113,14 +118,19 @@ impl ImportStore for SqliteStore {
                     return Ok(refused);
                 }
                 let ns = update.namespace;
+                let was = namespace_revision(tx, ns)?;
                 let mut delete = tx.prepare_cached(port_sql::DELETE_SECRET)?;
+                let mut deleted = 0;
                 for index in &update.deletes {
-                    delete.execute(params![ns.as_bytes(), index.0])?;
+                    deleted += delete.execute(params![ns.as_bytes(), index.0])?;
                 }
+                let changed = deleted > 0 || !update.upserts.is_empty() || update.access.is_some();
+                let revision = if changed { was.next() } else { was };
                 let now = now_micros()?;
                 for secret in &update.upserts {
-                    upsert(tx, ns, secret, now)?;
+                    upsert(tx, ns, secret, now, revision)?;
                 }
+                set_revision(tx, ns, revision)?;
                 if let Some(access) = &update.access {
                     tx.prepare_cached(sql::SET_ACCESS)?.execute(params![
                         ns.as_bytes(),
@@ -204,14 +214,14 @@ fn import_record(row: &Row<'_>) -> rusqlite::Result<ImportRecord> {
 fn imported_state(row: &Row<'_>, original: OriginalId) -> Result<ImportedState, Failure> {
     let namespace = match row.get::<_, Option<[u8; 16]>>(0)? {
         None => None,
-        Some(_) => Some((namespace_record(row)?, access_hash(row, 5)?, Vec::new())),
+        Some(_) => Some((namespace_record(row)?, access_hash(row, 6)?, Vec::new())),
     };
-    let base: Vec<u8> = row.get(4)?;
+    let base: Vec<u8> = row.get(5)?;
     Ok(ImportedState {
         record: ImportRecord {
             original,
             namespace: namespace.as_ref().map(|(record, _, _)| record.id),
-            source: Fingerprint(row.get(3)?),
+            source: Fingerprint(row.get(4)?),
         },
         namespace,
         base: ImportBase::from_bytes(&base)

@@ -21,11 +21,11 @@ pub(super) const CREATE_RECORD: &str = "\
 
 // One statement, so one snapshot: the record, its namespace and the namespace's secrets. The
 // LEFT JOINs keep the record when its namespace was deleted here, and the namespace when it has
-// no secrets. Columns 0 to 2 are what `rows::namespace_record` reads.
+// no secrets. Columns 0 to 3 are what `rows::namespace_record` reads.
 pub(super) const READ_IMPORTED: &str = "\
-    SELECT r.namespace_id, n.kek_id, n.wrapped_dek, r.source_fp, r.base, \
+    SELECT r.namespace_id, n.kek_id, n.wrapped_dek, n.revision, r.source_fp, r.base, \
            n.access_kind, n.access_hash, \
-           s.name_index, s.name_ct, s.value_ct, s.created_at, s.updated_at \
+           s.name_index, s.name_ct, s.value_ct, s.created_at, s.updated_at, s.version \
     FROM original_imports AS r \
     LEFT JOIN namespaces AS n ON n.id = r.namespace_id \
     LEFT JOIN secrets AS s ON s.namespace_id = n.id \
