@@ -2,7 +2,7 @@
 CARGO ?= cargo
 BIN := secrets-service
 
-.PHONY: run test fmt-check clippy release fmt bench bench-import fuzz soak ha help
+.PHONY: run test fmt-check clippy release fmt bench bench-import fuzz soak deploy-check ha help
 
 ## run: serve on 127.0.0.1:8080 on the embedded store, with generated development keys
 run:
@@ -53,6 +53,10 @@ SOAK_LIMIT_RACES ?= 10
 soak:
 	FAULTS_CRASH_ROUNDS=$(SOAK_CRASH_ROUNDS) FAULTS_OUTAGES=$(SOAK_OUTAGES) FAULTS_LIMIT_RACES=$(SOAK_LIMIT_RACES) \
 	  scripts/with-postgres.sh $(CARGO) test --release --locked -p secrets-api --test faults -- --test-threads=1
+
+## deploy-check: run every command of docs/deploy.md against PostgreSQL with TLS, in a throwaway copy of this machine (root)
+deploy-check:
+	scripts/deploy-check.sh
 
 ## ha: a three-node Patroni cluster (etcd, synchronous mode) on loopback; failover under load, reads on standbys
 HA_ROUNDS ?= 5

@@ -205,7 +205,9 @@ CLK_TCK="$(getconf CLK_TCK)"
 # ------------------------------------------------------------------------------------ PostgreSQL
 psql_admin() { PGOPTIONS="-c client_min_messages=warning" psql -X -q -v ON_ERROR_STOP=1 -h "$PG_HOST" -p "$PG_PORT" -U "$PG_ADMIN_USER" -d postgres "$@"; }
 psql_db() { local db="$1"; shift; PGOPTIONS="-c client_min_messages=warning" psql -X -q -v ON_ERROR_STOP=1 -h "$PG_HOST" -p "$PG_PORT" -U "$PG_ROLE" -d "$db" "$@"; }
-pg_url() { echo "postgres://$PG_ROLE:$PG_PASS@$PG_HOST:$PG_PORT/$1"; }
+# Plaintext to the local server for every system measured, as OpenBao's reference set-up runs
+# (the service's default, sslmode=prefer, would negotiate TLS with a server that offers it).
+pg_url() { echo "postgres://$PG_ROLE:$PG_PASS@$PG_HOST:$PG_PORT/$1?sslmode=disable"; }
 
 ensure_postgres() {
   pg_isready -q -h "$PG_HOST" -p "$PG_PORT" || die "PostgreSQL does not answer on $PG_HOST:$PG_PORT"
@@ -464,7 +466,7 @@ CREATE INDEX parent_path_idx ON openbao_kv_store (parent_path);
 SQL
   { cat <<EOF
 storage "postgresql" {
-  connection_url       = "$(pg_url "$DB_BAO")?sslmode=disable"
+  connection_url       = "$(pg_url "$DB_BAO")"
   skip_create_table    = "true"
   max_idle_connections = $BAO_PG_IDLE
 }

@@ -18,7 +18,8 @@
 //!   `rows.rs` and `error.rs` as for PostgreSQL.
 //! - [`original`]: reading the service this one replaces, for `import-original`: its database
 //!   in one read-only snapshot, its AES-256-CBC (the `aes` and `cbc` crates), Latin-1 text.
-//! - `testing` (feature `testing`): throwaway PostgreSQL databases for tests.
+//! - `testing` (feature `testing`): throwaway PostgreSQL databases and servers, and
+//!   certificates made at test time, for tests.
 //!
 //! Tests: `tests/conformance.rs` (with `tests/conformance/`) holds the storage contract's suite,
 //! run on the in-memory store, SQLite and PostgreSQL; `tests/sqlite.rs` and `tests/postgres.rs`

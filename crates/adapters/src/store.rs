@@ -118,6 +118,13 @@ pub trait Store: SecretStore + Clone {
         ReadRouting::default()
     }
 
+    /// Why the connection to the database could be read or changed in transit, when it could
+    /// (a database on another host reached without full certificate checks); `None` for a
+    /// store that is a local file.
+    fn insecure_transport(&self) -> Option<String> {
+        None
+    }
+
     /// Closes the store: later calls fail with [`StoreError::Unavailable`], and connections
     /// close as they are returned.
     fn close(&self);

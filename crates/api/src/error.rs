@@ -313,8 +313,9 @@ impl ResponseError for ApiError {
     }
 }
 
-/// Logs the full source chain of an error that is answered opaquely.
-fn log_chain(level: tracing::Level, what: &str, error: &(dyn std::error::Error + 'static)) {
+/// An error and its causes, `error: cause: cause`, as an operator reads it.
+#[must_use]
+pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut chain = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -322,6 +323,12 @@ fn log_chain(level: tracing::Level, what: &str, error: &(dyn std::error::Error +
         chain.push_str(&cause.to_string());
         source = cause.source();
     }
+    chain
+}
+
+/// Logs the full source chain of an error that is answered opaquely.
+fn log_chain(level: tracing::Level, what: &str, error: &(dyn std::error::Error + 'static)) {
+    let chain = chain(error);
     if level == tracing::Level::ERROR {
         tracing::error!(error = %chain, "{what}");
     } else {

@@ -35,6 +35,8 @@
 //! - [`middleware`]: request id, one log line and metrics per request.
 //! - [`metrics`]: the Prometheus registry each application owns.
 //! - [`telemetry`]: tracing set-up.
+//! - [`tls`]: TLS on the listener: the rustls configuration, client certificates, and the
+//!   certificate store that SIGHUP reloads.
 
 pub mod auth;
 pub mod body;
@@ -55,6 +57,7 @@ pub mod settings;
 pub mod shutdown;
 pub mod startup;
 pub mod telemetry;
+pub mod tls;
 
 pub use error::{ApiError, ErrorCode};
 pub use settings::{KeyMaterial, Settings};

@@ -17,6 +17,7 @@ use secrets_adapters::postgres::PostgresStore;
 use secrets_adapters::sqlite::SqliteStore;
 use secrets_adapters::{MigrationReport, Store};
 use secrets_api::import::{self, ImportOptions, Target};
+use secrets_api::keys::Purpose;
 use secrets_api::progress::Console;
 use secrets_api::settings::{Backend, Mode};
 use secrets_api::startup::{self, Service};
@@ -28,7 +29,7 @@ use secrets_domain::import::ImportStore;
 /// Settings come from the built-in defaults, then a configuration file, then environment
 /// variables; docs/configuration.md lists every one.
 #[derive(Debug, Parser)]
-#[command(version, after_long_help = ENVIRONMENT)]
+#[command(name = "secrets-service", version, after_long_help = ENVIRONMENT)]
 struct Cli {
     /// A configuration file (TOML) layered over the defaults; also SECRETS_CONFIG.
     #[arg(long, global = true)]
@@ -65,18 +66,22 @@ enum Command {
         GET /healthz, /readyz, /metrics (with a service token) and /openapi.json are there to \
         operate it.")]
     Serve,
-    /// Apply pending database migrations, then exit.
+    /// Apply pending database migrations, then exit. Needs no key or token.
     Migrate,
-    /// Validate the configuration and the key-encryption keys against the store, then exit.
+    /// Validate everything serve needs, then exit: the configuration, the keys and service
+    /// tokens, and the key-encryption keys against the store.
     Check,
     /// Print a fresh random 32-byte key, base64, for KEY_ENCRYPTION_KEY.
     GenKey,
+    /// Print a fresh random service token (32 bytes, base64), for SERVICE_AUTH_TOKENS.
+    GenToken,
     /// Re-wrap every data key under the active KEY_ENCRYPTION_KEY, online and resumable.
     ///
     /// Run it after making a new key active and listing the old one in
     /// KEY_ENCRYPTION_KEYS_RETIRED (on every replica). Each batch is its own transaction; an
     /// interrupted run is finished by running it again. Replicas keep serving throughout.
     /// When it reports nothing failed, the retired key can be removed from the configuration.
+    /// Needs the keys, not SERVICE_AUTH_TOKENS.
     RotateKek {
         /// Data keys re-wrapped per transaction.
         #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
@@ -130,7 +135,8 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), String> {
     let mut command = cli.command.unwrap_or(Command::Serve);
-    if let Command::GenKey = command {
+    if let Command::GenKey | Command::GenToken = command {
+        // A token is made as a key is: 32 bytes of the OS CSPRNG.
         let key = secrets_adapters::crypto::generate_key_base64().map_err(|e| e.to_string())?;
         println!("{}", key.as_str());
         return Ok(());
@@ -175,9 +181,9 @@ enum Failure {
     /// The server failed while serving.
     #[error("serving: {0}")]
     Serving(#[source] std::io::Error),
-    /// A use case failed while running a command.
-    #[error("{0}")]
-    Domain(#[from] secrets_domain::Error),
+    /// A use case failed while running a command (with its cause: which database, role, ...).
+    #[error("{}", secrets_api::error::chain(.0))]
+    Domain(secrets_domain::Error),
     /// `rotate-kek` left data keys it could not re-wrap (each is logged with its namespace id).
     #[error("{0} data keys could not be re-wrapped; see the log for their namespaces' ids")]
     RotationIncomplete(u64),
@@ -214,19 +220,22 @@ async fn run_on<S: Store + ImportStore>(
             Ok(())
         }
         Command::Check => {
-            checked_service::<S>(location, &settings, keys).await?;
+            // `check` answers whether `serve` would start, so it wants what `serve` wants,
+            // service tokens included.
+            checked_service::<S>(location, &settings, keys, Purpose::Serving).await?;
             println!("configuration and key-encryption keys check out");
             Ok(())
         }
         Command::RotateKek { batch_size } => {
             // The same refusals as start-up: never re-wrap with a key that fails its check.
-            let service = checked_service::<S>(location, &settings, keys).await?;
+            let service = checked_service::<S>(location, &settings, keys, Purpose::Command).await?;
             let report = rotate::rotate_kek(
                 &service,
                 batch_size,
                 &mut Console::new("re-wrapping data keys"),
             )
-            .await?;
+            .await
+            .map_err(Failure::Domain)?;
             println!(
                 "re-wrapped: {}, already current: {}, changed meanwhile: {}, failed: {}",
                 report.rewrapped, report.already_current, report.skipped, report.failed
@@ -239,8 +248,8 @@ async fn run_on<S: Store + ImportStore>(
         Command::ImportOriginal(args) => {
             import_original::<S>(location, &settings, keys, args).await
         }
-        // Answered before the settings are loaded: it needs none.
-        Command::GenKey => Ok(()),
+        // Answered before the settings are loaded: they need none.
+        Command::GenKey | Command::GenToken => Ok(()),
     }
 }
 
@@ -253,7 +262,7 @@ async fn import_original<S: Store + ImportStore>(
 ) -> Result<(), Failure> {
     let secret = args
         .secret
-        .ok_or(StartupError::Missing("ORIGINAL_ENCRYPTION_SECRET"))?;
+        .ok_or_else(|| StartupError::Missing(vec!["ORIGINAL_ENCRYPTION_SECRET"]))?;
     let source = OriginalDatabase::open(&args.from)
         .await
         .map_err(import::ImportError::from)?;
@@ -298,7 +307,8 @@ async fn import_original<S: Store + ImportStore>(
         if !args.verify && settings.storage.migrate_on_start {
             print_migrations(&store.migrate().await.map_err(StartupError::Store)?);
         }
-        let keys = keys::resolve(settings, keys)?;
+        // An import serves nothing: it needs the keys, not the service tokens.
+        let keys = keys::resolve(settings, keys, Purpose::Command)?;
         let service = startup::checked_service(store, keys, settings).await?;
         let target = if args.verify {
             Target::Verify(&service)
@@ -324,8 +334,9 @@ async fn checked_service<S: Store>(
     location: &S::Location,
     settings: &Settings,
     keys: KeyMaterial,
+    purpose: Purpose,
 ) -> Result<Service<S>, StartupError> {
-    let keys = keys::resolve(settings, keys)?;
+    let keys = keys::resolve(settings, keys, purpose)?;
     let store = startup::open(location, settings).await?;
     startup::checked_service(store, keys, settings).await
 }

@@ -52,9 +52,88 @@ pub struct ServerSettings {
     /// How long a client may take to send a request's head, and then its body, in
     /// milliseconds; past it the request is answered 408 `request_timeout`.
     pub body_timeout_ms: u64,
+    /// `[server.tls]`: TLS on the listener, when its files are set.
+    #[serde(default)]
+    pub tls: TlsSection,
+}
+
+/// The `[server.tls]` section as written: every field optional, so that a half-filled section
+/// is refused by [`Settings::validate`] naming what is missing, not by a parse error.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct TlsSection {
+    /// The server's certificate chain, PEM.
+    pub cert_file: Option<PathBuf>,
+    /// Its private key, PEM.
+    pub key_file: Option<PathBuf>,
+    /// CAs whose client certificates are accepted, PEM.
+    pub client_ca_file: Option<PathBuf>,
+    /// `required` (the default with `client_ca_file`) or `optional`.
+    pub client_auth: Option<ClientAuth>,
+}
+
+/// `server.tls.client_auth`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// A handshake without a client certificate fails.
+    Required,
+    /// A client certificate is checked when one is sent.
+    Optional,
+}
+
+/// TLS on the listener, validated: a certificate and its key, and perhaps client CAs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerTls {
+    /// `server.tls.cert_file`.
+    pub cert_file: PathBuf,
+    /// `server.tls.key_file`.
+    pub key_file: PathBuf,
+    /// `server.tls.client_ca_file` and `client_auth`.
+    pub client_ca: Option<(PathBuf, ClientAuth)>,
+}
+
+impl TlsSection {
+    /// The listener's TLS, or `None` for plain HTTP; the problems of a section that cannot
+    /// be used are pushed to `problems`.
+    fn validated(&self, problems: &mut Vec<&'static str>) -> Option<ListenerTls> {
+        if self.client_auth.is_some() && self.client_ca_file.is_none() {
+            problems.push("server.tls.client_auth needs server.tls.client_ca_file");
+        }
+        match (&self.cert_file, &self.key_file) {
+            (Some(cert_file), Some(key_file)) => Some(ListenerTls {
+                cert_file: cert_file.clone(),
+                key_file: key_file.clone(),
+                client_ca: self
+                    .client_ca_file
+                    .clone()
+                    .map(|file| (file, self.client_auth.unwrap_or(ClientAuth::Required))),
+            }),
+            (Some(_), None) => {
+                problems.push("server.tls.cert_file is set but server.tls.key_file is not");
+                None
+            }
+            (None, Some(_)) => {
+                problems.push("server.tls.key_file is set but server.tls.cert_file is not");
+                None
+            }
+            (None, None) => {
+                if self.client_ca_file.is_some() {
+                    problems
+                        .push("server.tls.client_ca_file needs server.tls.cert_file and key_file");
+                }
+                None
+            }
+        }
+    }
 }
 
 impl ServerSettings {
+    /// TLS on the listener, when `[server.tls]` sets it (validated at load).
+    #[must_use]
+    pub fn tls(&self) -> Option<ListenerTls> {
+        self.tls.validated(&mut Vec::new())
+    }
+
     /// The bound on receiving a request head, and then a request body.
     #[must_use]
     pub fn body_timeout(&self) -> Duration {
@@ -137,6 +216,28 @@ impl TryFrom<SecretString> for Backend {
 }
 
 impl StorageSettings {
+    /// What is wrong with `storage.read_urls`, if anything. The message never holds a URL: it
+    /// may carry a password.
+    fn read_urls_problem(&self) -> Option<String> {
+        if self.read_urls.is_empty() {
+            return None;
+        }
+        if !matches!(self.backend, Backend::Postgres(_)) {
+            return Some(
+                "storage.read_urls needs a PostgreSQL storage.url: standbys are PostgreSQL's"
+                    .into(),
+            );
+        }
+        let position = self.read_urls.iter().position(|url| {
+            let url = url.expose_secret();
+            !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        })?;
+        Some(format!(
+            "storage.read_urls: entry {} must start with postgres://",
+            position + 1
+        ))
+    }
+
     /// Where the PostgreSQL store at `url` lives: that primary, and the standbys of
     /// `storage.read_urls`.
     #[must_use]
@@ -251,7 +352,7 @@ impl Settings {
         Ok(settings)
     }
 
-    /// Fails fast, naming the setting, on values that would only fail later.
+    /// Fails fast on values that would only fail later, naming every such setting at once.
     pub fn validate(&self) -> Result<(), SettingsError> {
         let checks = [
             (
@@ -271,28 +372,22 @@ impl Settings {
                 "limits.max_secrets_per_namespace must be at least 1",
             ),
         ];
-        if let Some((_, message)) = checks.into_iter().find(|(failed, _)| *failed) {
-            return Err(SettingsError::Invalid(message.into()));
+        let mut failed: Vec<&str> = checks
+            .into_iter()
+            .filter(|(failed, _)| *failed)
+            .map(|(_, message)| message)
+            .collect();
+        self.server.tls.validated(&mut failed);
+        let failed: Vec<String> = failed
+            .into_iter()
+            .map(str::to_owned)
+            .chain(self.storage.read_urls_problem())
+            .collect();
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(SettingsError::Invalid(failed.join("; ")))
         }
-        // The messages never hold a URL: it may carry a password.
-        if !self.storage.read_urls.is_empty()
-            && !matches!(self.storage.backend, Backend::Postgres(_))
-        {
-            return Err(SettingsError::Invalid(
-                "storage.read_urls needs a PostgreSQL storage.url: standbys are PostgreSQL's"
-                    .into(),
-            ));
-        }
-        if let Some(position) = self.storage.read_urls.iter().position(|url| {
-            let url = url.expose_secret();
-            !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
-        }) {
-            return Err(SettingsError::Invalid(format!(
-                "storage.read_urls: entry {} must start with postgres://",
-                position + 1
-            )));
-        }
-        Ok(())
     }
 
     /// The domain's view of the limits.
@@ -510,6 +605,65 @@ mod tests {
             assert!(message.contains(expected), "{message}");
             assert!(!message.contains("hunter2"), "{message}");
         }
+    }
+
+    #[test]
+    fn every_invalid_setting_is_named_at_once() {
+        let error = Settings::load(
+            None,
+            &env(&[
+                ("SECRETS__STORAGE__TIMEOUT_MS", "0"),
+                ("SECRETS__LIMITS__MAX_BODY_BYTES", "0"),
+            ]),
+        )
+        .expect_err("two invalid settings");
+        let message = error.to_string();
+        assert!(message.contains("storage.timeout_ms"), "{message}");
+        assert!(message.contains("limits.max_body_bytes"), "{message}");
+    }
+
+    #[test]
+    fn a_half_filled_tls_section_is_refused_naming_what_is_missing() {
+        let cases = [
+            (
+                "SECRETS__SERVER__TLS__CERT_FILE",
+                "server.tls.key_file is not",
+            ),
+            (
+                "SECRETS__SERVER__TLS__KEY_FILE",
+                "server.tls.cert_file is not",
+            ),
+            (
+                "SECRETS__SERVER__TLS__CLIENT_CA_FILE",
+                "needs server.tls.cert_file",
+            ),
+        ];
+        for (variable, expected) in cases {
+            let error =
+                Settings::load(None, &env(&[(variable, "/etc/x.pem")])).expect_err(variable);
+            assert!(error.to_string().contains(expected), "{variable}: {error}");
+        }
+        let settings = Settings::load(
+            None,
+            &env(&[
+                ("SECRETS__SERVER__TLS__CERT_FILE", "/c.pem"),
+                ("SECRETS__SERVER__TLS__KEY_FILE", "/k.pem"),
+                ("SECRETS__SERVER__TLS__CLIENT_CA_FILE", "/ca.pem"),
+            ]),
+        )
+        .expect("loads");
+        let tls = settings.server.tls().expect("TLS on");
+        assert_eq!(
+            tls.client_ca,
+            Some((PathBuf::from("/ca.pem"), ClientAuth::Required))
+        );
+        assert!(
+            Settings::load(None, &env(&[]))
+                .expect("defaults")
+                .server
+                .tls()
+                .is_none()
+        );
     }
 
     #[test]

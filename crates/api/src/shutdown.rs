@@ -1,4 +1,5 @@
-//! The shutdown signal: SIGTERM or SIGINT.
+//! The process's signals: SIGTERM or SIGINT to shut down, SIGHUP to reload the listener's
+//! certificate.
 //!
 //! The server's own signal handling is off (`disable_signals` in [`crate::startup`]):
 //! actix-server treats SIGINT as a forced stop that drops the requests in flight, and SPEC 7
@@ -27,5 +28,61 @@ pub async fn signal() -> Option<&'static str> {
     #[cfg(not(unix))]
     {
         tokio::signal::ctrl_c().await.ok().map(|()| "Ctrl-C")
+    }
+}
+
+/// Reloads the listener's certificate on every SIGHUP (see [`crate::tls`]).
+///
+/// The signal is listened to from [`Reloader::new`] on, which start-up calls before it says it
+/// is listening: a SIGHUP that came before would kill the process (its default action).
+pub struct Reloader {
+    certificates: std::sync::Arc<crate::tls::CertificateStore>,
+    #[cfg(unix)]
+    hangups: Option<tokio::signal::unix::Signal>,
+}
+
+impl std::fmt::Debug for Reloader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reloader").finish_non_exhaustive()
+    }
+}
+
+impl Reloader {
+    /// Starts listening for SIGHUP (inside a Tokio runtime).
+    #[must_use]
+    pub fn new(certificates: std::sync::Arc<crate::tls::CertificateStore>) -> Self {
+        #[cfg(unix)]
+        let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .inspect_err(|error| {
+                tracing::warn!(%error, "cannot listen for SIGHUP: the certificate reloads only with a restart");
+            })
+            .ok();
+        Self {
+            certificates,
+            #[cfg(unix)]
+            hangups,
+        }
+    }
+
+    /// Reloads on each SIGHUP, logging what happened; a reload that fails keeps the
+    /// certificate served so far.
+    pub async fn run(self) {
+        #[cfg(unix)]
+        {
+            let Some(mut hangups) = self.hangups else {
+                return;
+            };
+            while hangups.recv().await.is_some() {
+                match self.certificates.reload() {
+                    Ok(()) => tracing::info!("SIGHUP: reloaded the TLS certificate"),
+                    Err(error) => tracing::error!(
+                        %error,
+                        "SIGHUP: the TLS certificate was not reloaded; the one loaded before is still served"
+                    ),
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        drop(self);
     }
 }

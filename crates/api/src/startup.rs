@@ -3,8 +3,8 @@
 //! and this module wires it to the ring envelope and the OS randomness source ([`Service`]).
 //!
 //! [`Application::build`] does everything that can fail before serving, in order: resolve the
-//! keys (or generate development ones), open the store, apply migrations, check the configured
-//! KEKs against the store, bind the listener. Only then does the server run, so a service with
+//! keys (or generate development ones), read the listener's TLS files, open the store, apply
+//! migrations, check the configured KEKs against the store, bind the listener. Only then does the server run, so a service with
 //! a wrong key never answers a request.
 
 use std::net::TcpListener;
@@ -23,7 +23,8 @@ use crate::body::BodyLimits;
 use crate::handlers::AppState;
 use crate::keys::{self, ResolvedKeys, dev::DevKeysError};
 use crate::metrics::Metrics;
-use crate::settings::{KeyMaterial, Settings};
+use crate::settings::{KeyMaterial, Mode, Settings};
+use crate::shutdown::Reloader;
 
 /// The use cases as the service runs them: the chosen store, ring envelope encryption and the
 /// OS randomness source.
@@ -32,11 +33,12 @@ pub type Service<S> = SecretsService<S, RingEnvelope, OsRandom>;
 /// Why the service did not start. Every message names what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
-    /// A required setting is missing.
+    /// Required settings are missing: all of them, named at once.
     #[error(
-        "{0} is not set; it is required in production mode and with any store but the embedded one (set it, or its _FILE form)"
+        "{} not set; required in production mode and with any store but the embedded one (set each, or its _FILE form)",
+        missing_list(.0)
     )]
-    Missing(&'static str),
+    Missing(Vec<&'static str>),
     /// A KEK does not parse.
     #[error("{variable}: {source}")]
     InvalidKek {
@@ -48,15 +50,20 @@ pub enum StartupError {
     /// Development keys.
     #[error(transparent)]
     DevKeys(#[from] DevKeysError),
-    /// The store could not be opened or migrated.
-    #[error("the store: {0}")]
-    Store(#[source] StoreError),
-    /// The KEKs do not fit the store.
-    #[error(transparent)]
-    Keys(#[from] KeyCheckError),
+    /// The store could not be opened or migrated. The message is the whole chain: the store's
+    /// cause in words (which database, role, host, handshake or grant).
+    #[error("{}", crate::error::chain(.0))]
+    Store(StoreError),
+    /// The KEKs do not fit the store, or the store could not be read to tell (then with the
+    /// store's cause).
+    #[error("{}", crate::error::chain(.0))]
+    Keys(KeyCheckError),
     /// The metrics could not be registered (a bug: two metrics share a name).
     #[error("metrics: {0}")]
     Metrics(#[source] prometheus::Error),
+    /// The listener's TLS files cannot be used.
+    #[error("TLS on the listener: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     /// The listener could not be bound.
     #[error("cannot listen on {address}: {source}")]
     Bind {
@@ -67,14 +74,36 @@ pub enum StartupError {
     },
 }
 
-/// Opens the store at `location` with the configured pool.
+impl From<KeyCheckError> for StartupError {
+    fn from(error: KeyCheckError) -> Self {
+        Self::Keys(error)
+    }
+}
+
+/// `A is`, `A and B are`: the missing settings in a sentence.
+fn missing_list(missing: &[&'static str]) -> String {
+    match missing {
+        [one] => format!("{one} is"),
+        [init @ .., last] => format!("{} and {last} are", init.join(", ")),
+        [] => "a required setting is".to_owned(),
+    }
+}
+
+/// Opens the store at `location` with the configured pool. In production mode, a connection
+/// to the database that could be read or changed in transit is logged as a warning.
 pub async fn open<S: Store>(
     location: &S::Location,
     settings: &Settings,
 ) -> Result<S, StartupError> {
-    S::open(location, settings.storage.options())
+    let store = S::open(location, settings.storage.options())
         .await
-        .map_err(StartupError::Store)
+        .map_err(StartupError::Store)?;
+    if settings.mode == Mode::Production
+        && let Some(warning) = store.insecure_transport()
+    {
+        tracing::warn!("{warning}");
+    }
+    Ok(store)
 }
 
 /// The use cases over `store` with `keys`, once the keys have checked out against the store:
@@ -93,6 +122,8 @@ pub async fn checked_service<S: Store>(
 pub struct Application {
     port: u16,
     server: Server,
+    /// Reloads the listener's certificate on SIGHUP; `None` for plain HTTP.
+    reloader: Option<Reloader>,
     close_store: Box<dyn FnOnce() + Send>,
 }
 
@@ -116,7 +147,14 @@ impl Application {
         settings: Settings,
         keys: KeyMaterial,
     ) -> Result<Self, StartupError> {
-        let keys = keys::resolve(&settings, keys)?;
+        let keys = keys::resolve(&settings, keys, keys::Purpose::Serving)?;
+        // Read before the store is touched: a TLS file that cannot be used stops start-up
+        // before anything is migrated.
+        let tls = settings
+            .server
+            .tls()
+            .map(|tls| crate::tls::server_config(&tls))
+            .transpose()?;
         let tokens = Data::new(ServiceTokens::new(&keys.tokens));
         let store: S = open(location, &settings).await?;
         if settings.storage.migrate_on_start {
@@ -160,11 +198,22 @@ impl Application {
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);
         }
-        let server = server.listen(listener).map_err(bind_error)?.run();
-        tracing::info!(port, "listening");
+        let (server, certificates) = match tls {
+            Some((config, certificates)) => {
+                let server = server
+                    .listen_rustls_0_23(listener, config)
+                    .map_err(bind_error)?;
+                (server, Some(certificates))
+            }
+            None => (server.listen(listener).map_err(bind_error)?, None),
+        };
+        let server = server.run();
+        let reloader = certificates.map(Reloader::new);
+        tracing::info!(port, tls = reloader.is_some(), "listening");
         Ok(Self {
             port,
             server,
+            reloader,
             close_store: Box::new(move || closing.close()),
         })
     }
@@ -183,7 +232,7 @@ impl Application {
 
     /// Serves until SIGTERM or SIGINT (or the handle's `stop`), then stops accepting
     /// connections, lets the requests in flight finish within `server.shutdown_timeout_secs`,
-    /// and closes the store.
+    /// and closes the store. With TLS on the listener, SIGHUP reloads its certificate.
     ///
     /// # Errors
     /// An I/O error of the server while serving.
@@ -195,8 +244,12 @@ impl Application {
                 handle.stop(true).await;
             }
         });
+        let reloads = self.reloader.map(|reloader| tokio::spawn(reloader.run()));
         let served = self.server.await;
         signals.abort();
+        if let Some(reloads) = reloads {
+            reloads.abort();
+        }
         (self.close_store)();
         served
     }

@@ -8,6 +8,8 @@
 //! (`FAULTS_CRASH_ROUNDS`, `FAULTS_OUTAGES`, `FAULTS_LIMIT_RACES`); `make test` a short one.
 
 // A test crate's root looks for modules beside it, hence the paths.
+#[path = "common/mod.rs"]
+mod common;
 #[path = "faults/crash.rs"]
 mod crash;
 #[path = "faults/limits.rs"]
@@ -20,5 +22,7 @@ mod outage;
 mod proxy;
 #[path = "faults/replicas.rs"]
 mod replicas;
+#[path = "faults/rolling.rs"]
+mod rolling;
 #[path = "faults/support.rs"]
 mod support;

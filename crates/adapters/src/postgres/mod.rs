@@ -20,9 +20,11 @@
 //! TCP keepalive notices (hours, by default), every write to that namespace times out on it,
 //! and each leaves one more session waiting behind it until the server runs out of connections.
 //!
-//! # Migrations
-//! `migrations/postgres/*.sql` are embedded at build time (`crate::migrations` holds the list
-//! and what a run does) and applied by [`PostgresStore::migrate`].
+//! # Connecting
+//! `connect` is where connections are set up: the URL read (libpq's TLS settings translated
+//! for the driver, see `tls`), and each pooled connection opened and driven on the runtime the
+//! store was built on, which outlives the HTTP workers (why that matters is in `connect`'s
+//! doc). Failures are said in words (`error`): which database, role, host, handshake or grant.
 //!
 //! # Failover and standbys
 //! The primary's URL may name every node of a cluster with `target_session_attrs=read-write`:
@@ -33,11 +35,17 @@
 //! leaves the pool, so that it never serves another write. `storage.read_urls` adds standbys
 //! that serve the hot read only when they have provably caught up with the primary (`standby`).
 //!
+//! # Migrations
+//! `migrations/postgres/*.sql` are embedded at build time (`crate::migrations` holds the list
+//! and what a run does) and applied by [`PostgresStore::migrate`].
+//!
 //! # Files
 //! - this file: [`PostgresStore`] and [`PostgresLocation`], its lifecycle (build, migrate, pool
 //!   status, close);
-//! - `pool`: building a pool from a URL, and `Connections::run`, which bounds every operation as
-//!   described above and drops connections that must not be used again;
+//! - `pool`: one endpoint's pool, built from its URL, and `Connections::run`, which bounds every
+//!   operation as described above and drops connections that must not be used again;
+//! - `connect`: the connection URL read, and how each connection is opened and driven; `tls`:
+//!   `sslmode` and the certificates, as a rustls configuration;
 //! - `standby`: reads on standbys, and how each proves it is as fresh as the primary;
 //! - `port`: the domain's [`SecretStore`] port, and how its writes serialise (`# Concurrency`);
 //! - `import`: the domain's `ImportStore` port (`import-original`'s records and transactions),
@@ -45,10 +53,11 @@
 //! - `sql`: every statement, with why it is written the way it is; `rows`: rows as the port's
 //!   types;
 //! - `error`: how a driver error becomes a [`StoreError`] (unique violation, unreachable
-//!   database, anything else).
+//!   database, anything else), with its cause in words.
 //!
 //! [`SecretStore`]: secrets_domain::ports::SecretStore
 
+mod connect;
 mod error;
 mod import;
 mod pool;
@@ -56,6 +65,7 @@ mod port;
 mod rows;
 mod sql;
 mod standby;
+pub mod tls;
 
 use std::fmt;
 use std::sync::Arc;
@@ -64,7 +74,7 @@ use secrecy::{ExposeSecret, SecretString};
 use secrets_domain::ports::StoreError;
 use tokio::time::Instant;
 
-use self::error::{db, pool_error};
+use self::error::{db, db_at, pool_error};
 use self::pool::Connections;
 use self::standby::Standbys;
 use crate::migrations;
@@ -112,7 +122,7 @@ pub struct PostgresStore {
 }
 
 // The pool's configuration holds the connection URL's password, so `Debug` shows only what is
-// safe to log.
+// safe to log (not even the host: error messages name it where it helps).
 impl fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PostgresStore")
@@ -129,10 +139,12 @@ const MIGRATION_LOCK: i64 = 0x0073_6563_7265_7473;
 
 impl PostgresStore {
     /// Builds the pool. It does not connect yet, so the service starts even while the
-    /// database is down; connections are opened on first use.
+    /// database is down; connections are opened on first use, on the runtime this is called
+    /// on (see `connect`): the caller's main runtime, not an HTTP worker's.
     ///
     /// # Errors
-    /// [`StoreError::Internal`] when `url` is not a valid PostgreSQL connection string.
+    /// [`StoreError::Internal`] when `url` is not a valid PostgreSQL connection string, its TLS
+    /// settings cannot work or name files that cannot be read, or there is no Tokio runtime.
     pub fn new(url: &str, options: StoreOptions) -> Result<Self, StoreError> {
         Self::with_standbys(url, &[], options)
     }
@@ -141,7 +153,7 @@ impl PostgresStore {
     /// read whenever they have caught up with the primary (see `standby`). None connects yet.
     ///
     /// # Errors
-    /// [`StoreError::Internal`] when a URL is not a valid PostgreSQL connection string.
+    /// As [`PostgresStore::new`], for any of the URLs.
     pub fn with_standbys(
         url: &str,
         read_urls: &[&str],
@@ -159,6 +171,17 @@ impl PostgresStore {
         })
     }
 
+    /// Why the connection to the database could be read or changed in transit, when it could
+    /// (a host not on this machine, reached without `sslmode=verify-full`).
+    #[must_use]
+    pub fn insecure_transport(&self) -> Option<String> {
+        self.primary.target.insecure_transport().or_else(|| {
+            self.standbys
+                .as_ref()
+                .and_then(|standbys| standbys.insecure_transport())
+        })
+    }
+
     /// Applies the embedded migrations that the database has not recorded yet, in one
     /// transaction, recording each in `schema_migrations`.
     ///
@@ -168,7 +191,14 @@ impl PostgresStore {
     /// timeout: a migration on a large table, or waiting for another process's migration, may
     /// rightly take longer.
     pub async fn migrate(&self) -> Result<MigrationReport, StoreError> {
-        let mut client = self.primary.pool.get().await.map_err(pool_error)?;
+        let primary = &self.primary;
+        let mut client = match primary.pool.get().await {
+            Ok(client) => client,
+            Err(error) => return Err(pool_error(error, &primary.target, primary.timeout).await),
+        };
+        // The errors of a migration name the role and database: a missing grant is the usual
+        // one, and its message holds the GRANT that fixes it.
+        let db = |error: tokio_postgres::Error| db_at(&error, &primary.target);
         let tx = client.transaction().await.map_err(db)?;
         tx.execute(sql::LOCK_MIGRATIONS, &[&MIGRATION_LOCK])
             .await
@@ -274,6 +304,10 @@ impl Store for PostgresStore {
 
     fn pool_status(&self) -> PoolStatus {
         PostgresStore::pool_status(self)
+    }
+
+    fn insecure_transport(&self) -> Option<String> {
+        PostgresStore::insecure_transport(self)
     }
 
     fn read_routing(&self) -> ReadRouting {

@@ -1,15 +1,16 @@
-//! Connections to one PostgreSQL endpoint: how a pool is built from a URL (the one place the
-//! driver's connection set-up is), and [`Connections::run`], the one deadline over waiting for a
-//! connection and the whole operation (see the store's doc, `# Connections and failure`).
+//! Connections to one PostgreSQL endpoint: how a pool is built from a URL (with `connect`, the
+//! one place connections are set up), and [`Connections::run`], the one deadline over waiting
+//! for a connection and the whole operation (see the store's doc, `# Connections and failure`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Client, Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use secrets_domain::ports::StoreError;
 use tokio::time::{Instant, timeout_at};
-use tokio_postgres::NoTls;
 
-use super::error::{internal, pool_error, spoils_connection};
+use super::connect::{ConnectionSettings, Connector, Target};
+use super::error::{Cause, pool_error, spoils_connection, timed_out};
 use crate::store::StoreOptions;
 
 /// A pool of connections to one endpoint (a primary, or one standby), and the timeout that
@@ -17,6 +18,8 @@ use crate::store::StoreOptions;
 #[derive(Clone)]
 pub(super) struct Connections {
     pub(super) pool: Pool,
+    /// Where it connects, for messages (no password).
+    pub(super) target: Arc<Target>,
     pub(super) timeout: Duration,
 }
 
@@ -29,19 +32,26 @@ impl Connections {
     /// server that takes writes, so after a failover the next connection finds the new primary
     /// by itself; a connection to the demoted primary is not kept either (see [`Self::run`]).
     pub(super) fn new(url: &str, options: StoreOptions) -> Result<Self, StoreError> {
-        let mut config: tokio_postgres::Config = url.parse().map_err(internal)?;
+        let ConnectionSettings {
+            mut config,
+            tls,
+            target,
+        } = ConnectionSettings::parse(url)?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(options.timeout);
         }
         if config.get_application_name().is_none() {
             config.application_name("secrets-service");
         }
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| Cause::internal("the PostgreSQL store needs a Tokio runtime"))?;
+        let connector = Connector::new(&tls, runtime)?;
         // `Fast` recycling only checks that the connection is not closed: a test query on every
         // checkout would add a round trip to the hot read. A connection that broke unnoticed
         // fails one operation with `Unavailable` and is then dropped as closed.
-        let manager = Manager::from_config(
+        let manager = Manager::from_connect(
             config,
-            NoTls,
+            connector,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -53,9 +63,10 @@ impl Connections {
             .create_timeout(Some(options.timeout))
             .recycle_timeout(Some(options.timeout))
             .build()
-            .map_err(internal)?;
+            .map_err(|e| Cause::internal(e.to_string()))?;
         Ok(Self {
             pool,
+            target: Arc::new(target),
             timeout: options.timeout,
         })
     }
@@ -84,19 +95,22 @@ impl Connections {
     ) -> Result<T, StoreError> {
         // The pool's own timeouts bound this already; the deadline makes the whole operation,
         // not each of its steps, what the timeout bounds.
-        let mut client = timeout_at(deadline, self.pool.get())
-            .await
-            .map_err(|elapsed| StoreError::Unavailable(Box::new(elapsed)))?
-            .map_err(pool_error)?;
+        let mut client = match timeout_at(deadline, self.pool.get()).await {
+            Ok(Ok(client)) => client,
+            Ok(Err(error)) => return Err(pool_error(error, &self.target, self.timeout).await),
+            Err(_elapsed) => {
+                return Err(Cause::unavailable(timed_out(&self.target, self.timeout)));
+            }
+        };
         match timeout_at(deadline, op(&mut client)).await {
             Ok(Err(error)) if spoils_connection(&error) => {
                 drop(Object::take(client));
                 Err(error)
             }
             Ok(result) => result,
-            Err(elapsed) => {
+            Err(_elapsed) => {
                 drop(Object::take(client));
-                Err(StoreError::Unavailable(Box::new(elapsed)))
+                Err(Cause::unavailable(timed_out(&self.target, self.timeout)))
             }
         }
     }

@@ -172,6 +172,13 @@ impl Standbys {
         }
     }
 
+    /// Why the connection to a standby could be read or changed in transit, when one could.
+    pub(super) fn insecure_transport(&self) -> Option<String> {
+        self.nodes
+            .iter()
+            .find_map(|standby| standby.connections.target.insecure_transport())
+    }
+
     pub(super) fn close(&self) {
         for standby in &self.nodes {
             standby.connections.pool.close();

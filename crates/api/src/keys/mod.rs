@@ -38,9 +38,23 @@ impl ResolvedKeys {
     }
 }
 
+/// What the keys are resolved for: serving needs service tokens; a command that serves
+/// nothing (`migrate`, `rotate-kek`) needs only the KEKs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// `serve`, and `check`, which answers whether `serve` would start.
+    Serving,
+    /// A command that answers no request.
+    Command,
+}
+
 /// Turns the configured key material into an envelope and tokens, generating development keys
-/// where that is allowed, and refusing with the missing setting's name otherwise.
-pub fn resolve(settings: &Settings, keys: KeyMaterial) -> Result<ResolvedKeys, StartupError> {
+/// where that is allowed, and refusing, with every missing setting's name at once, otherwise.
+pub fn resolve(
+    settings: &Settings,
+    keys: KeyMaterial,
+    purpose: Purpose,
+) -> Result<ResolvedKeys, StartupError> {
     let KeyMaterial {
         mut kek,
         retired,
@@ -57,10 +71,16 @@ pub fn resolve(settings: &Settings, keys: KeyMaterial) -> Result<ResolvedKeys, S
         kek = Some(dev.kek.clone());
         tokens = vec![dev.token.clone()];
     }
-    let kek = kek.ok_or(StartupError::Missing("KEY_ENCRYPTION_KEY"))?;
-    if tokens.is_empty() {
-        return Err(StartupError::Missing("SERVICE_AUTH_TOKENS"));
+    let mut missing = Vec::new();
+    if kek.is_none() {
+        missing.push("KEY_ENCRYPTION_KEY");
     }
+    if tokens.is_empty() && purpose == Purpose::Serving {
+        missing.push("SERVICE_AUTH_TOKENS");
+    }
+    let Some(kek) = kek.filter(|_| missing.is_empty()) else {
+        return Err(StartupError::Missing(missing));
+    };
     let active =
         Kek::from_base64(kek.expose_secret()).map_err(|source| StartupError::InvalidKek {
             variable: "KEY_ENCRYPTION_KEY",

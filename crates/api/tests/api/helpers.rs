@@ -243,6 +243,15 @@ pub async fn assert_error(response: Response, status: u16, code: &str) -> String
     message
 }
 
+/// The real `secrets-service` binary with an empty environment but `PATH`.
+pub fn binary() -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_secrets-service"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    command
+}
+
 /// A temporary directory for an SQLite database, removed when dropped.
 pub struct TempDir(pub std::path::PathBuf);
 

@@ -18,7 +18,7 @@ use secrets_domain::ports::SecretStore;
 use secrets_domain::{KeyId, Limits, SecretsService};
 use serde_json::{Value, json};
 
-use crate::helpers::{ServerGuard, TEST_KEK, TOKEN, TempDir, build};
+use crate::helpers::{ServerGuard, TEST_KEK, TOKEN, TempDir, binary, build};
 
 const NEW_KEK: &str = "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
 
@@ -359,16 +359,16 @@ async fn production_mode_and_postgres_refuse_to_start_without_keys_naming_what_i
             "SERVICE_AUTH_TOKENS",
         ),
         (
-            "production, nothing",
+            "production, nothing: both named at once",
             sqlite_production,
             keys(None, &[], &[]),
-            "KEY_ENCRYPTION_KEY",
+            "KEY_ENCRYPTION_KEY and SERVICE_AUTH_TOKENS are not set",
         ),
         (
-            "postgres, nothing",
+            "postgres, nothing: both named at once",
             settings(db.url(), &[]),
             keys(None, &[], &[]),
-            "KEY_ENCRYPTION_KEY",
+            "KEY_ENCRYPTION_KEY and SERVICE_AUTH_TOKENS are not set",
         ),
         (
             "postgres, no token",
@@ -396,14 +396,6 @@ async fn production_mode_and_postgres_refuse_to_start_without_keys_naming_what_i
         !dir.0.join(secrets_api::keys::dev::FILE_NAME).exists(),
         "production mode generates nothing"
     );
-}
-
-fn binary() -> std::process::Command {
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_secrets-service"));
-    command
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
-    command
 }
 
 #[test]

@@ -5,6 +5,7 @@
 // satisfy a line count would hide the story.
 #![allow(clippy::too_many_lines)]
 
+mod commands;
 #[path = "../common/mod.rs"]
 mod common;
 mod conditional;
@@ -17,3 +18,4 @@ mod operability;
 mod original;
 mod security;
 mod slow_bodies;
+mod tls;

@@ -75,38 +75,13 @@ async fn answer(stream: &mut TcpStream, within: Duration) -> Answer {
 }
 
 async fn read_answer(stream: &mut TcpStream) -> Answer {
-    let mut buffer = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let Some(head_end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buffer[..head_end]).into_owned();
-            let length = head
-                .lines()
-                .find_map(|line| {
-                    line.to_ascii_lowercase()
-                        .strip_prefix("content-length:")
-                        .and_then(|v| v.trim().parse::<usize>().ok())
-                })
-                .unwrap_or(0);
-            let body_start = head_end + 4;
-            if buffer.len() >= body_start + length {
-                let status = head
-                    .split(' ')
-                    .nth(1)
-                    .and_then(|s| s.parse().ok())
-                    .expect("a status line");
-                let body = serde_json::from_slice(&buffer[body_start..body_start + length])
-                    .unwrap_or(Value::Null);
-                return Answer { status, head, body };
-            }
-        }
-        let read = stream.read(&mut chunk).await.expect("read");
-        assert!(
-            read > 0,
-            "the connection closed before a whole response: {:?}",
-            String::from_utf8_lossy(&buffer)
-        );
-        buffer.extend_from_slice(&chunk[..read]);
+    let answer = crate::common::read_http_response(stream)
+        .await
+        .expect("a whole response before the connection closed");
+    Answer {
+        status: answer.status,
+        head: answer.head,
+        body: serde_json::from_slice(&answer.body).unwrap_or(Value::Null),
     }
 }
 

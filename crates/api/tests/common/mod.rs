@@ -178,3 +178,46 @@ fn listening_port(line: &str) -> Option<u16> {
         .unwrap_or(digits.len());
     digits[..end].parse().ok()
 }
+
+/// One HTTP/1.1 response, as read off a connection by hand.
+pub struct HttpAnswer {
+    pub status: u16,
+    /// The status line and headers.
+    pub head: String,
+    /// The body (`Content-Length` bytes).
+    pub body: Vec<u8>,
+}
+
+/// Reads one HTTP/1.1 response with a `Content-Length` body from `stream`; `None` when the
+/// connection closes or fails before a whole response.
+pub async fn read_http_response<S>(stream: &mut S) -> Option<HttpAnswer>
+where
+    S: tokio::io::AsyncRead + Unpin,
+{
+    use tokio::io::AsyncReadExt as _;
+    let mut buffer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(head_end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buffer[..head_end]).into_owned();
+            let length = head
+                .lines()
+                .find_map(|line| {
+                    line.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                })
+                .unwrap_or(0);
+            let body_start = head_end + 4;
+            if buffer.len() >= body_start + length {
+                let status = head.split(' ').nth(1).and_then(|s| s.parse().ok())?;
+                let body = buffer[body_start..body_start + length].to_vec();
+                return Some(HttpAnswer { status, head, body });
+            }
+        }
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(read) => buffer.extend_from_slice(&chunk[..read]),
+        }
+    }
+}

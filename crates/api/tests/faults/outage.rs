@@ -311,3 +311,47 @@ async fn assert_nothing_lost(subject: &Subject) {
         "secret rows against secrets read"
     );
 }
+
+/// A readiness failure's log line says what happened: here, the connection refused at the
+/// address the service connects to (the proxy, cut), with no password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_readiness_failure_logs_the_cause_in_words() {
+    let scratch = Scratch::new("readiness-cause");
+    let db = TestDatabase::create().await;
+    let (mut proxy, url) = Proxy::in_front_of(db.url()).await;
+    let url = url.replacen("postgres://postgres@", "postgres://postgres:hunter2@", 1);
+    let node = Node::start(&scratch, &service_env(&url, &[])).await;
+    let http = client();
+    let ready = http
+        .get(node.url("/readyz"))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(ready.status(), 200);
+    proxy.cut().await;
+    let port = url
+        .split('@')
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .expect("host:port in the URL")
+        .to_owned();
+    let expected = format!("connection refused at {port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // The first probe may meet a pooled connection that just closed; the next ones connect,
+    // and are refused.
+    while !node.log().contains(&expected) {
+        let answer = http
+            .get(node.url("/readyz"))
+            .send()
+            .await
+            .expect("answered");
+        assert_eq!(answer.status(), 503, "readiness with the database cut");
+        assert!(
+            Instant::now() < deadline,
+            "no line says {expected:?}:\n{}",
+            node.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!node.log().contains("hunter2"), "{}", node.log());
+}

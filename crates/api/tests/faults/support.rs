@@ -311,3 +311,61 @@ pub async fn list_keys(client: &Client, base: &str, key: &str) -> Vec<String> {
         .map(|entry| entry["key"].as_str().expect("a name").to_owned())
         .collect()
 }
+
+impl Node {
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Waits (at most `within`) until the log holds `needle`.
+    pub async fn wait_for_log(&self, needle: &str, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if self.log().contains(needle) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+
+    /// Sends SIGTERM: the start of a graceful shutdown.
+    pub fn signal_term(&self) {
+        let pid = i32::try_from(self.child.id()).expect("a pid fits an i32");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .expect("send SIGTERM");
+    }
+
+    /// Waits (at most `within`) until the listener refuses connections.
+    pub async fn stops_accepting(&self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_err()
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+
+    /// Waits (at most `within`) for the process to exit; `Some(true)` for exit status 0.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<bool> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status.success());
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}

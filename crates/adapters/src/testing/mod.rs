@@ -1,10 +1,18 @@
-//! Throwaway PostgreSQL databases, one per test, so tests run in parallel and clean up.
+//! What tests need from outside: throwaway PostgreSQL databases, one per test, so tests run in
+//! parallel and clean up; throwaway PostgreSQL servers with the settings a test needs
+//! ([`ThrowawayCluster`]); certificates made at test time ([`TestCa`]).
 //!
 //! The server is the one `TEST_DATABASE_URL` names (default: the local server with trust
 //! auth, `postgres://postgres@127.0.0.1:5432/postgres`). `make test` starts a private server
 //! and sets the variable when none answers there.
 
+mod certs;
+mod cluster;
+
 use std::sync::atomic::{AtomicU32, Ordering};
+
+pub use self::certs::{Issued, TestCa};
+pub use self::cluster::ThrowawayCluster;
 
 use tokio_postgres::NoTls;
 
