@@ -1,6 +1,8 @@
 //! Implementations of the domain's ports.
 //!
 //! # Layout
+//! - [`audit`]: the audit trail: lines chained by MACs, the writer's group commit, the sinks,
+//!   and `audit verify`.
 //! - [`crypto`]: envelope encryption with `ring` (KEKs wrap per-namespace data keys; AES-256-GCM
 //!   with a fresh subkey per seal) and the OS randomness source.
 //! - [`store`]: [`Store`], what both stores do beyond the domain's port (open, migrate, pool
@@ -25,6 +27,7 @@
 //! run on the in-memory store, SQLite and PostgreSQL; `tests/sqlite.rs` and `tests/postgres.rs`
 //! what only one store has; `tests/crypto_props.rs` property tests of the envelope decoder.
 
+pub mod audit;
 pub mod crypto;
 mod migrations;
 pub mod original;

@@ -84,6 +84,13 @@ impl Kek {
         KeyId::new(id)
     }
 
+    /// The audit key this KEK derives, for a service with no `AUDIT_KEY` of its own (see
+    /// [`crate::audit::key`]).
+    #[must_use]
+    pub fn audit_key(&self) -> crate::audit::AuditKey {
+        crate::audit::AuditKey::derive(self.bytes())
+    }
+
     pub(super) fn bytes(&self) -> &[u8; KEY_LEN] {
         &self.0
     }
