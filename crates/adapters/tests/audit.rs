@@ -36,6 +36,10 @@ fn key() -> AuditKey {
     AuditKey::from_bytes(&[42; 32])
 }
 
+fn shared_key() -> std::sync::Arc<AuditKey> {
+    std::sync::Arc::new(key())
+}
+
 fn action(n: u128) -> Event {
     Event::Action(ActionEvent {
         operation: "rewrap_data_key",
@@ -47,7 +51,7 @@ fn action(n: u128) -> Event {
 
 fn verify_files(files: &[&Path]) -> Verification {
     let keys = [key()];
-    let mut verifier = Verifier::new(&keys);
+    let mut verifier = Verifier::new(keys.iter().collect());
     for file in files {
         let input = std::fs::File::open(file).expect("trail file");
         verifier
@@ -59,7 +63,7 @@ fn verify_files(files: &[&Path]) -> Verification {
 
 fn verify_text(text: &str) -> Verification {
     let keys = [key()];
-    let mut verifier = Verifier::new(&keys);
+    let mut verifier = Verifier::new(keys.iter().collect());
     verifier.read("trail", text.as_bytes()).expect("readable");
     verifier.finish()
 }
@@ -67,7 +71,7 @@ fn verify_text(text: &str) -> Verification {
 /// A closed trail of `n` action lines (plus its start and end).
 async fn written(dir: &Dir, n: u128) -> String {
     let path = dir.file("audit.log");
-    let log = AuditLog::open(&Sink::File(path.clone()), key(), "test").expect("opens");
+    let log = AuditLog::open(&Sink::File(path.clone()), shared_key(), "test").expect("opens");
     for i in 0..n {
         log.record(action(i), WITHIN).await.expect("written");
     }
@@ -203,7 +207,7 @@ async fn every_kind_of_edit_is_named_at_its_line() {
 
     // A trail sealed under another key.
     let keys = [AuditKey::from_bytes(&[1; 32])];
-    let mut verifier = Verifier::new(&keys);
+    let mut verifier = Verifier::new(keys.iter().collect());
     verifier.read("trail", text.as_bytes()).expect("readable");
     let result = verifier.finish();
     assert!(
@@ -217,7 +221,7 @@ async fn every_kind_of_edit_is_named_at_its_line() {
 async fn a_reopen_a_deleted_and_a_replaced_file_are_noticed_and_the_chain_goes_on() {
     let dir = Dir::new();
     let path = dir.file("audit.log");
-    let log = AuditLog::open(&Sink::File(path.clone()), key(), "test").expect("opens");
+    let log = AuditLog::open(&Sink::File(path.clone()), shared_key(), "test").expect("opens");
     log.record(action(1), WITHIN).await.expect("written");
     // SIGHUP: the path is opened anew, and says so.
     log.reopen();
@@ -264,7 +268,7 @@ async fn a_reopen_a_deleted_and_a_replaced_file_are_noticed_and_the_chain_goes_o
 async fn a_full_sink_refuses_lines_and_the_trail_recovers_by_itself() {
     let dir = Dir::new();
     let path = dir.file("audit.log");
-    let log = AuditLog::open(&Sink::File(path.clone()), key(), "test").expect("opens");
+    let log = AuditLog::open(&Sink::File(path.clone()), shared_key(), "test").expect("opens");
     log.record(action(1), WITHIN).await.expect("written");
     let before = dir.file("before.log");
     std::fs::rename(&path, &before).expect("move");
@@ -301,7 +305,7 @@ async fn a_full_sink_refuses_lines_and_the_trail_recovers_by_itself() {
 fn a_sink_that_cannot_be_opened_stops_start_up_naming_it() {
     let error = AuditLog::open(
         &Sink::File(PathBuf::from("/nonexistent-dir/audit.log")),
-        key(),
+        shared_key(),
         "test",
     )
     .expect_err("no such directory");

@@ -8,7 +8,7 @@
 //! reports, which is half an hour for a million.
 //!
 //! Every row is made by the product's own code. This builds the service's use cases as the
-//! server does (`ResolvedKeys::service`), over the real PostgreSQL store and the real `ring`
+//! server does (the same `SecretsService`), over the real PostgreSQL store and the real `ring`
 //! envelope, from the same base64 key-encryption key the server is started with, read from
 //! `KEY_ENCRYPTION_KEY` (never from the command line, never printed). It applies the store's
 //! migrations and the service's key check first, as the server's start-up does, so a database
@@ -64,7 +64,6 @@ use clap::{Parser, ValueEnum};
 use secrets_adapters::crypto::{Kek, OsRandom, RingEnvelope};
 use secrets_adapters::postgres::PostgresStore;
 use secrets_adapters::{Store, StoreOptions};
-use secrets_api::keys::ResolvedKeys;
 use secrets_api::startup::Service;
 use secrets_domain::ports::{Envelope as _, NamespaceKeys as _, Random as _};
 use secrets_domain::{
@@ -377,11 +376,12 @@ async fn open_service(url: &str, concurrency: u64, limits: Limits) -> Result<See
     Store::migrate(&store)
         .await
         .map_err(|e| format!("migrating the database: {}", chain(&e)))?;
-    let service = ResolvedKeys {
-        envelope: RingEnvelope::new(kek, Vec::new()),
-        tokens: Vec::new(),
-    }
-    .service(store, limits);
+    let service = secrets_domain::SecretsService::new(
+        store,
+        RingEnvelope::new(kek, Vec::new()),
+        OsRandom::default(),
+        limits,
+    );
     // Refuses a database with data under another key, and writes this key's check if there
     // is none yet.
     service

@@ -14,15 +14,17 @@ use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::AUTHORIZATION;
 use actix_web::middleware::Next;
-use actix_web::{Error, ResponseError as _, web};
+use actix_web::{Error, HttpMessage as _, ResponseError as _, web};
 use secrecy::{ExposeSecret as _, SecretString};
+use secrets_adapters::audit::TokenId;
 use sha2::{Digest as _, Sha256};
-use subtle::{Choice, ConstantTimeEq as _};
+use subtle::{Choice, ConditionallySelectable as _, ConstantTimeEq as _};
 
+use crate::audit::Caller;
 use crate::error::ApiError;
 
-/// The accepted service tokens, as digests.
-pub struct ServiceTokens(Vec<[u8; 32]>);
+/// The accepted service tokens, as digests, each with its public id (for the audit trail).
+pub struct ServiceTokens(Vec<([u8; 32], TokenId)>);
 
 impl std::fmt::Debug for ServiceTokens {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -37,7 +39,10 @@ impl ServiceTokens {
         Self(
             tokens
                 .iter()
-                .map(|token| Sha256::digest(token.expose_secret().as_bytes()).into())
+                .map(|token| {
+                    let token = token.expose_secret().as_bytes();
+                    (Sha256::digest(token).into(), TokenId::of(token))
+                })
                 .collect(),
         )
     }
@@ -45,12 +50,22 @@ impl ServiceTokens {
     /// Whether `presented` is one of the configured tokens.
     #[must_use]
     pub fn accepts(&self, presented: &[u8]) -> bool {
+        self.accepted(presented).is_some()
+    }
+
+    /// The id of the configured token `presented` is, if it is one. Every token is compared,
+    /// in constant time; only the index of the match is chosen by it, without a branch.
+    #[must_use]
+    pub fn accepted(&self, presented: &[u8]) -> Option<&TokenId> {
         let digest: [u8; 32] = Sha256::digest(presented).into();
         let mut matched = Choice::from(0);
-        for token in &self.0 {
-            matched |= token.ct_eq(&digest);
+        let mut index = 0u32;
+        for (position, (token, _)) in self.0.iter().enumerate() {
+            let equal = token.ct_eq(&digest);
+            index.conditional_assign(&(position as u32), equal);
+            matched |= equal;
         }
-        matched.into()
+        bool::from(matched).then(|| &self.0[index as usize].1)
     }
 }
 
@@ -66,10 +81,11 @@ pub async fn require_token(
         _ => None,
     };
     let accepted = match (presented, req.app_data::<web::Data<ServiceTokens>>()) {
-        (Some(token), Some(tokens)) => tokens.accepts(token),
-        _ => false,
+        (Some(token), Some(tokens)) => tokens.accepted(token).cloned(),
+        _ => None,
     };
-    if accepted {
+    if let Some(caller) = accepted {
+        req.extensions_mut().insert(Caller(caller));
         Ok(next.call(req).await?.map_into_left_body())
     } else {
         Ok(req
@@ -99,6 +115,23 @@ mod tests {
         ] {
             assert!(!tokens.accepts(wrong), "{wrong:?}");
         }
+    }
+
+    #[test]
+    fn the_accepted_token_is_named_by_its_own_id() {
+        let tokens = ServiceTokens::new(&[
+            SecretString::from("old-token"),
+            SecretString::from("new-token"),
+        ]);
+        assert_eq!(
+            tokens.accepted(b"new-token"),
+            Some(&TokenId::of(b"new-token"))
+        );
+        assert_eq!(
+            tokens.accepted(b"old-token"),
+            Some(&TokenId::of(b"old-token"))
+        );
+        assert_eq!(tokens.accepted(b"other"), None);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
-use secrets_domain::Error as DomainError;
+use secrets_domain::{Error as DomainError, NamespaceId};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -47,6 +47,8 @@ pub enum ErrorCode {
     Internal,
     /// 503: the store cannot be reached; retry later.
     Unavailable,
+    /// 503: the request's audit line could not be written; nothing was answered. Retry later.
+    AuditUnavailable,
 }
 
 impl ErrorCode {
@@ -69,6 +71,7 @@ impl ErrorCode {
             Self::IntegrityError => "integrity_error",
             Self::Internal => "internal",
             Self::Unavailable => "unavailable",
+            Self::AuditUnavailable => "audit_unavailable",
         }
     }
 }
@@ -85,6 +88,8 @@ pub struct ApiError {
     status: StatusCode,
     code: ErrorCode,
     message: String,
+    /// The namespace the refused request reached, for the audit trail (never in the body).
+    namespace: Option<NamespaceId>,
 }
 
 /// Every error answer: `{"error": {"code", "message"}}`.
@@ -127,16 +132,28 @@ pub struct OriginalErrorBody<'a> {
 }
 
 /// What an error response carries in its extensions, so that a middleware can answer it in
-/// another shape (see `handlers::original`).
+/// another shape (see `handlers::original`) and the audit trail can record it.
 #[derive(Debug, Clone)]
 pub struct Answered {
     /// The error's code.
     pub code: ErrorCode,
     /// Its message.
     pub message: String,
+    /// The namespace the refused request reached, if it reached one.
+    pub namespace: Option<NamespaceId>,
 }
 
 impl Answered {
+    /// What `error` answers.
+    #[must_use]
+    pub fn of(error: &ApiError) -> Self {
+        Self {
+            code: error.code,
+            message: error.message.clone(),
+            namespace: error.namespace,
+        }
+    }
+
     /// The error in the original service's shape.
     #[must_use]
     pub fn original_body(&self) -> OriginalErrorBody<'_> {
@@ -157,7 +174,19 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            namespace: None,
         }
+    }
+
+    /// 503 `audit_unavailable`: the request's audit line could not be written.
+    #[must_use]
+    pub fn audit_unavailable() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::AuditUnavailable,
+            "the request could not be recorded in the audit trail, so it is not answered; retry \
+             later",
+        )
     }
 
     /// 400 `invalid_json`: the body is not JSON.
@@ -305,10 +334,7 @@ impl ResponseError for ApiError {
                 message: &self.message,
             },
         });
-        response.extensions_mut().insert(Answered {
-            code: self.code,
-            message: self.message.clone(),
-        });
+        response.extensions_mut().insert(Answered::of(self));
         response
     }
 }
@@ -338,6 +364,16 @@ fn log_chain(level: tracing::Level, what: &str, error: &(dyn std::error::Error +
 
 impl From<DomainError> for ApiError {
     fn from(error: DomainError) -> Self {
+        let namespace = error.namespace();
+        let mut answer = Self::answer(error);
+        answer.namespace = namespace;
+        answer
+    }
+}
+
+impl ApiError {
+    /// The answer to a domain error (the one exhaustive mapping).
+    fn answer(error: DomainError) -> Self {
         match error {
             DomainError::NamespaceNotFound => Self::namespace_not_found(),
             DomainError::SecretNotFound { .. } => Self::new(

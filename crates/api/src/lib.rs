@@ -25,6 +25,8 @@
 //! - [`conditional`]: `If-Match` and `If-None-Match` read strictly, and the `ETag`, 304 and 412
 //!   answers (RFC 9110).
 //! - [`auth`]: the service-token middleware (constant-time comparison).
+//! - [`audit`]: the audit trail's middleware (one line per request, written before the
+//!   answer), what handlers tell it, and the trail commands record actions in.
 //! - [`error`]: [`ErrorCode`], [`ApiError`] and the exhaustive mapping of domain errors to
 //!   SPEC 3.4.
 //! - [`responses`]: the error responses of the OpenAPI document, as shared sets.
@@ -38,6 +40,7 @@
 //! - [`tls`]: TLS on the listener: the rustls configuration, client certificates, and the
 //!   certificate store that SIGHUP reloads.
 
+pub mod audit;
 pub mod auth;
 pub mod body;
 pub mod conditional;

@@ -11,6 +11,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use secrecy::{ExposeSecret as _, SecretString};
+use secrets_adapters::audit::{AuditLog, TokenId, Verifier};
 use secrets_adapters::crypto::{OsRandom, RingEnvelope};
 use secrets_adapters::original::{OriginalCipher, OriginalDatabase};
 use secrets_adapters::postgres::PostgresStore;
@@ -98,6 +99,45 @@ enum Command {
     /// what the original deleted is deleted here. Exits non-zero when anything failed.
     /// docs/operations.md has the cut-over runbook.
     ImportOriginal(ImportArgs),
+    /// The audit trail: check its files, or compute the identifiers to search it for.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Check trail files, oldest first: names the first line that was changed, removed,
+    /// inserted or reordered, and a tail that was cut off. Exits 1 when anything was edited.
+    ///
+    /// Needs the audit key the trail was sealed with: AUDIT_KEY, or the KEY_ENCRYPTION_KEY (or a
+    /// retired one) it was derived from.
+    Verify {
+        /// The files, in the order they were written (rotated ones first).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Print what an investigator searches the trail for, from a value read on standard input
+    /// (one line; never an argument, which other users of the machine could see).
+    ///
+    /// --access-key: the access key's tag (the "access_key" field). --secret-name NAMESPACE_ID:
+    /// the tag of that secret's name in that namespace (the "secret" field, beside
+    /// "namespace"). --token: the service token's id (the "caller" field). A tag is printed for
+    /// every configured audit key, by its id (the "key_id" of a chain's first line).
+    Hash(HashArgs),
+}
+
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+struct HashArgs {
+    /// Standard input holds an access key.
+    #[arg(long)]
+    access_key: bool,
+    /// Standard input holds a secret's name, in the namespace of this internal id.
+    #[arg(long, value_name = "NAMESPACE_ID")]
+    secret_name: Option<uuid::Uuid>,
+    /// Standard input holds a service token.
+    #[arg(long)]
+    token: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -139,6 +179,12 @@ fn run(cli: Cli) -> Result<(), String> {
         // A token is made as a key is: 32 bytes of the OS CSPRNG.
         let key = secrets_adapters::crypto::generate_key_base64().map_err(|e| e.to_string())?;
         println!("{}", key.as_str());
+        if let Command::GenToken = command {
+            eprintln!(
+                "its id in the audit trail (the \"caller\" field): {}",
+                TokenId::of(key.as_bytes())
+            );
+        }
         return Ok(());
     }
     let mut env: HashMap<String, String> = std::env::vars().collect();
@@ -155,6 +201,9 @@ fn run(cli: Cli) -> Result<(), String> {
     // Held until `run` returns, so that every line is written before the process exits.
     let _log_writer = secrets_api::telemetry::init(&settings.log);
     let keys = KeyMaterial::from_env(&env).map_err(|e| e.to_string())?;
+    if let Command::Audit(audit) = command {
+        return audit_command(&audit, &settings, keys);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -181,15 +230,15 @@ enum Failure {
     /// The server failed while serving.
     #[error("serving: {0}")]
     Serving(#[source] std::io::Error),
-    /// A use case failed while running a command (with its cause: which database, role, ...).
-    #[error("{}", secrets_api::error::chain(.0))]
-    Domain(secrets_domain::Error),
     /// `rotate-kek` left data keys it could not re-wrap (each is logged with its namespace id).
     #[error("{0} data keys could not be re-wrapped; see the log for their namespaces' ids")]
     RotationIncomplete(u64),
     /// `import-original` stopped.
     #[error("import-original: {0}")]
     Import(#[from] import::ImportError),
+    /// `rotate-kek` stopped.
+    #[error("rotate-kek: {0}")]
+    Rotation(#[from] rotate::RotationError),
     /// `import-original` left namespaces failed, differing or not imported (each is logged).
     #[error(
         "import-original: {0} namespaces failed, differ or are not imported; see the log for \
@@ -221,21 +270,39 @@ async fn run_on<S: Store + ImportStore>(
         }
         Command::Check => {
             // `check` answers whether `serve` would start, so it wants what `serve` wants,
-            // service tokens included.
+            // service tokens included, and reads what it reads: the listener's TLS files and
+            // the audit sink.
+            if let Some(tls) = settings.server.tls() {
+                secrets_api::tls::server_config(&tls).map_err(StartupError::Tls)?;
+            }
+            if let Some(sink) = settings
+                .audit
+                .sink(&settings.storage.backend)
+                .map_err(StartupError::Audit)?
+            {
+                AuditLog::check(&sink).map_err(|e| StartupError::Audit(e.to_string()))?;
+            }
             checked_service::<S>(location, &settings, keys, Purpose::Serving).await?;
             println!("configuration and key-encryption keys check out");
             Ok(())
         }
         Command::RotateKek { batch_size } => {
             // The same refusals as start-up: never re-wrap with a key that fails its check.
-            let service = checked_service::<S>(location, &settings, keys, Purpose::Command).await?;
+            let keys = keys::resolve(&settings, keys, Purpose::Command)?;
+            let trail = startup::open_trail(&settings, &keys.audit.active, "rotate-kek")?;
+            let store: S = startup::open(location, &settings).await?;
+            let service = startup::checked_service(store, keys, &settings).await?;
             let report = rotate::rotate_kek(
                 &service,
                 batch_size,
+                trail.as_ref(),
                 &mut Console::new("re-wrapping data keys"),
             )
-            .await
-            .map_err(Failure::Domain)?;
+            .await;
+            if let Some(trail) = &trail {
+                trail.close();
+            }
+            let report = report?;
             println!(
                 "re-wrapped: {}, already current: {}, changed meanwhile: {}, failed: {}",
                 report.rewrapped, report.already_current, report.skipped, report.failed
@@ -248,8 +315,8 @@ async fn run_on<S: Store + ImportStore>(
         Command::ImportOriginal(args) => {
             import_original::<S>(location, &settings, keys, args).await
         }
-        // Answered before the settings are loaded: they need none.
-        Command::GenKey | Command::GenToken => Ok(()),
+        // Answered before the store is chosen: they need none.
+        Command::GenKey | Command::GenToken | Command::Audit(_) => Ok(()),
     }
 }
 
@@ -300,8 +367,15 @@ async fn import_original<S: Store + ImportStore>(
             compare: pending.is_empty(),
             limits: settings.domain_limits(),
         };
-        import::run::<S, RingEnvelope, OsRandom>(&target, &source, &cipher, options, &mut progress)
-            .await?
+        import::run::<S, RingEnvelope, OsRandom>(
+            &target,
+            &source,
+            &cipher,
+            options,
+            None,
+            &mut progress,
+        )
+        .await?
     } else {
         let store: S = startup::open(location, settings).await?;
         if !args.verify && settings.storage.migrate_on_start {
@@ -309,13 +383,31 @@ async fn import_original<S: Store + ImportStore>(
         }
         // An import serves nothing: it needs the keys, not the service tokens.
         let keys = keys::resolve(settings, keys, Purpose::Command)?;
+        let process = if args.verify {
+            "import-original --verify"
+        } else {
+            "import-original"
+        };
+        let trail = startup::open_trail(settings, &keys.audit.active, process)?;
         let service = startup::checked_service(store, keys, settings).await?;
         let target = if args.verify {
             Target::Verify(&service)
         } else {
             Target::Import(&service)
         };
-        import::run(&target, &source, &cipher, options, &mut progress).await?
+        let report = import::run(
+            &target,
+            &source,
+            &cipher,
+            options,
+            trail.as_ref(),
+            &mut progress,
+        )
+        .await;
+        if let Some(trail) = &trail {
+            trail.close();
+        }
+        report?
     };
     source.close().await.map_err(import::ImportError::from)?;
     if args.verify {
@@ -339,6 +431,68 @@ async fn checked_service<S: Store>(
     let keys = keys::resolve(settings, keys, purpose)?;
     let store = startup::open(location, settings).await?;
     startup::checked_service(store, keys, settings).await
+}
+
+/// `audit verify` and `audit hash`: they need the keys, not the store.
+fn audit_command(
+    command: &AuditCommand,
+    settings: &Settings,
+    keys: KeyMaterial,
+) -> Result<(), String> {
+    let keys = keys::resolve(settings, keys, Purpose::Command).map_err(|e| e.to_string())?;
+    let all = keys.audit.all();
+    match command {
+        AuditCommand::Verify { files } => {
+            let mut verifier = Verifier::new(all);
+            for file in files {
+                let name = file.display().to_string();
+                let input =
+                    std::fs::File::open(file).map_err(|e| format!("cannot read {name}: {e}"))?;
+                verifier
+                    .read(&name, std::io::BufReader::new(input))
+                    .map_err(|e| format!("cannot read {name}: {e}"))?;
+            }
+            let result = verifier.finish();
+            println!("{}", result.report());
+            if result.intact() {
+                Ok(())
+            } else {
+                Err("the audit trail was edited; see the lines named above".to_owned())
+            }
+        }
+        AuditCommand::Hash(args) => {
+            let mut line = zeroize::Zeroizing::new(String::new());
+            std::io::stdin()
+                .read_line(&mut line)
+                .map_err(|e| format!("cannot read standard input: {e}"))?;
+            let value = line.trim_end_matches(['\n', '\r']);
+            if args.token {
+                println!("caller {}", TokenId::of(value.as_bytes()));
+                return Ok(());
+            }
+            for key in all {
+                let tag = if let Some(namespace) = args.secret_name {
+                    let name = secrets_domain::SecretName::parse(value)
+                        .map_err(|e| format!("standard input is not a secret's name: {e}"))?;
+                    key.secret_name_tag(secrets_domain::NamespaceId::from_uuid(namespace), &name)
+                } else {
+                    let access = secrets_domain::AccessKey::parse(value).map_err(|_| {
+                        "standard input is not an access key (43 characters of base64url, or \
+                         an imported namespace's 21)"
+                            .to_owned()
+                    })?;
+                    key.access_key_tag(&access.hash())
+                };
+                let field = if args.secret_name.is_some() {
+                    "secret"
+                } else {
+                    "access_key"
+                };
+                println!("key_id {} {field} {tag}", key.id());
+            }
+            Ok(())
+        }
+    }
 }
 
 fn print_migrations(report: &MigrationReport) {

@@ -25,8 +25,8 @@ use std::time::Duration;
 
 use actix_web::http::Method;
 use prometheus::{
-    Encoder as _, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder as _, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 use secrets_adapters::{PoolStatus, ReadRouting};
 
@@ -63,6 +63,7 @@ pub struct Metrics {
     pool_status: Box<dyn Fn() -> PoolStatus + Send + Sync>,
     standby_reads: IntCounterVec,
     read_routing: Box<dyn Fn() -> ReadRouting + Send + Sync>,
+    audit_refusals: IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -123,6 +124,11 @@ impl Metrics {
             ),
             &["outcome"],
         )?;
+        let audit_refusals = IntCounter::new(
+            "secrets_audit_refusals_total",
+            "Requests answered 503 audit_unavailable: their audit line could not be written in \
+             audit.timeout_ms, or the trail was failing.",
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "secrets_build_info",
@@ -138,6 +144,7 @@ impl Metrics {
         registry.register(Box::new(pool_connections.clone()))?;
         registry.register(Box::new(pool_waiting.clone()))?;
         registry.register(Box::new(standby_reads.clone()))?;
+        registry.register(Box::new(audit_refusals.clone()))?;
         registry.register(Box::new(build_info))?;
         Ok(Self {
             registry,
@@ -148,6 +155,7 @@ impl Metrics {
             pool_status: Box::new(pool_status),
             standby_reads,
             read_routing: Box::new(ReadRouting::default),
+            audit_refusals,
         })
     }
 
@@ -160,6 +168,11 @@ impl Metrics {
     ) -> Self {
         self.read_routing = Box::new(read_routing);
         self
+    }
+
+    /// Counts a request refused because its audit line could not be written.
+    pub fn audit_refused(&self) {
+        self.audit_refusals.inc();
     }
 
     /// Counts one answered request.

@@ -24,7 +24,8 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::error::InternalError;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
-use actix_web::{Error, web};
+use actix_web::{Error, HttpMessage as _, web};
+use secrets_adapters::audit::RequestId;
 use tracing::Instrument as _;
 
 use crate::metrics::{Metrics, UNMATCHED_ROUTE, method_label};
@@ -33,21 +34,13 @@ use crate::metrics::{Metrics, UNMATCHED_ROUTE, method_label};
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The longest caller-chosen request id that is kept.
-pub const MAX_REQUEST_ID_LEN: usize = 64;
+pub const MAX_REQUEST_ID_LEN: usize = RequestId::MAX_LEN;
 
 /// The caller's request id when it is sane, else a fresh UUID v4.
-fn request_id(sent: Option<&HeaderValue>) -> String {
-    let sane = |id: &&[u8]| {
-        (1..=MAX_REQUEST_ID_LEN).contains(&id.len())
-            && id
-                .iter()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-    };
-    match sent.map(HeaderValue::as_bytes).filter(sane) {
-        // Checked above: every byte is ASCII.
-        Some(id) => String::from_utf8_lossy(id).into_owned(),
-        None => uuid::Uuid::new_v4().to_string(),
-    }
+fn request_id(sent: Option<&HeaderValue>) -> RequestId {
+    sent.and_then(|value| value.to_str().ok())
+        .and_then(RequestId::new)
+        .unwrap_or_else(RequestId::fresh)
 }
 
 /// Middleware: see the module doc.
@@ -56,7 +49,10 @@ pub async fn observe(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let started = Instant::now();
-    let id = request_id(req.headers().get(&REQUEST_ID));
+    let request_id = request_id(req.headers().get(&REQUEST_ID));
+    let id = request_id.as_str().to_owned();
+    // For the audit trail's line (`crate::audit`).
+    req.extensions_mut().insert(request_id);
     let method = method_label(req.method());
     // The template comes from the application's route table, matched against the path; it is
     // `None` for a path no resource matches (scope defaults included).
@@ -113,19 +109,20 @@ mod tests {
         let kept = ["abc", "req-1.2_3", &"a".repeat(MAX_REQUEST_ID_LEN)];
         for id in kept {
             let value = HeaderValue::from_str(id).expect("a header value");
-            assert_eq!(request_id(Some(&value)), id);
+            assert_eq!(request_id(Some(&value)).as_str(), id);
         }
         let long = "a".repeat(MAX_REQUEST_ID_LEN + 1);
         let replaced = ["", "has space", "semi;colon", "quote\"", "caf\u{e9}", &long];
         for id in replaced {
             let value = HeaderValue::from_bytes(id.as_bytes()).expect("a header value");
             let got = request_id(Some(&value));
+            let got = got.as_str();
             assert_ne!(got, id);
-            assert!(uuid::Uuid::parse_str(&got).is_ok(), "{got}");
+            assert!(uuid::Uuid::parse_str(got).is_ok(), "{got}");
         }
         let fresh = request_id(None);
         assert_eq!(
-            uuid::Uuid::parse_str(&fresh).map(|u| u.get_version_num()),
+            uuid::Uuid::parse_str(fresh.as_str()).map(|u| u.get_version_num()),
             Ok(4)
         );
         assert_ne!(fresh, request_id(None));

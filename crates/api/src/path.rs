@@ -14,6 +14,7 @@ use actix_web::HttpRequest;
 use percent_encoding::percent_decode_str;
 use secrets_domain::{AccessKey, SecretName};
 
+use crate::audit;
 use crate::error::ApiError;
 
 /// The parameter `name` of the matched route, as sent, percent-decoded; `None` when the route
@@ -32,9 +33,11 @@ fn param<'r>(req: &'r HttpRequest, name: &str) -> Option<Cow<'r, str>> {
 
 /// The `{accessKey}` parameter. A malformed access key is answered exactly like an unknown one.
 pub fn access_key(req: &HttpRequest) -> Result<AccessKey, ApiError> {
-    param(req, "accessKey")
+    let key = param(req, "accessKey")
         .and_then(|text| AccessKey::parse(&text).ok())
-        .ok_or_else(ApiError::namespace_not_found)
+        .ok_or_else(ApiError::namespace_not_found)?;
+    audit::access_key(req, &key);
+    Ok(key)
 }
 
 /// The `{key}` parameter: a secret's name.
@@ -42,7 +45,9 @@ pub fn secret_name(req: &HttpRequest) -> Result<SecretName, ApiError> {
     let text = param(req, "key").ok_or_else(|| {
         ApiError::invalid_request("key: the name in the path is not UTF-8 once percent-decoded")
     })?;
-    parse_name("key", text.into_owned())
+    let name = parse_name("key", text.into_owned())?;
+    audit::secret(req, &name);
+    Ok(name)
 }
 
 /// Parses a secret name from a body or a path, naming the field in the message.

@@ -16,6 +16,7 @@ use actix_web::web::{self, Data};
 use actix_web::{App, Error, middleware};
 use secrets_domain::ports::{Envelope, Random, SecretStore};
 
+use crate::audit::Trail;
 use crate::auth::{ServiceTokens, require_token};
 use crate::handlers::{self, AppState, namespaces, operations, secrets};
 use crate::metrics::Metrics;
@@ -26,6 +27,7 @@ pub fn app<S: SecretStore, C: Envelope, R: Random>(
     state: Data<AppState<S, C, R>>,
     tokens: Data<ServiceTokens>,
     metrics: Data<Metrics>,
+    trail: Option<Data<Trail>>,
 ) -> App<
     impl ServiceFactory<
         ServiceRequest,
@@ -36,12 +38,18 @@ pub fn app<S: SecretStore, C: Envelope, R: Random>(
     >,
 > {
     let original_routes = state.original_routes;
-    App::new()
+    let mut app = App::new()
         .app_data(state)
         .app_data(tokens)
-        .app_data(metrics)
-        .configure(|cfg| routes::<S, C, R>(cfg, original_routes))
-        // Outermost, so that it sees every answer, the 401s and 404s included.
+        .app_data(metrics);
+    if let Some(trail) = trail {
+        app = app.app_data(trail);
+    }
+    app.configure(|cfg| routes::<S, C, R>(cfg, original_routes))
+        // Around everything but the request log, so that its line is written before any answer
+        // leaves, the 401s and 404s included (`crate::audit`).
+        .wrap(middleware::from_fn(crate::audit::record))
+        // Outermost, so that it sees every answer, the audit trail's 503s included.
         .wrap(middleware::from_fn(crate::middleware::observe))
 }
 

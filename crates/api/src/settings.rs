@@ -15,6 +15,7 @@ use std::time::Duration;
 use config::{Config, Environment, File, FileFormat};
 use secrecy::{ExposeSecret, SecretString};
 use secrets_adapters::StoreOptions;
+use secrets_adapters::audit::Sink;
 use secrets_adapters::postgres::PostgresLocation;
 use serde::Deserialize;
 
@@ -285,6 +286,64 @@ pub struct CompatSettings {
     pub original_routes: bool,
 }
 
+/// `audit.sink`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditSinkKind {
+    /// A file, `audit.path`.
+    File,
+    /// Standard output.
+    Stdout,
+    /// No audit trail.
+    Off,
+}
+
+/// The `[audit]` section: where the audit trail goes (operator configuration only; nothing in
+/// the API changes it).
+#[derive(Debug, Clone, Deserialize)]
+pub struct AuditSettings {
+    /// `file`, `stdout` or `off`.
+    pub sink: AuditSinkKind,
+    /// The file, for `file`; with the embedded store it defaults to `audit.log` beside the
+    /// database.
+    pub path: Option<PathBuf>,
+    /// How long a request waits for its line to be written, in milliseconds; past it, the
+    /// request is answered 503 `audit_unavailable`.
+    pub timeout_ms: u64,
+}
+
+impl AuditSettings {
+    /// Where the trail goes with the store `backend`, or `None` when it is off.
+    ///
+    /// # Errors
+    /// A file sink with no `audit.path` on PostgreSQL: there is no database file to put it
+    /// beside, and no other place is safe to guess.
+    pub fn sink(&self, backend: &Backend) -> Result<Option<Sink>, String> {
+        match (self.sink, &self.path, backend) {
+            (AuditSinkKind::Off, _, _) => Ok(None),
+            (AuditSinkKind::Stdout, _, _) => Ok(Some(Sink::Stdout)),
+            (AuditSinkKind::File, Some(path), _) => Ok(Some(Sink::File(path.clone()))),
+            (AuditSinkKind::File, None, Backend::Sqlite(database)) => Ok(Some(Sink::File(
+                database
+                    .parent()
+                    .unwrap_or_else(|| Path::new("."))
+                    .join("audit.log"),
+            ))),
+            (AuditSinkKind::File, None, Backend::Postgres(_)) => Err(
+                "audit.path is not set (SECRETS__AUDIT__PATH): with a PostgreSQL store, name \
+                 the audit file, or set audit.sink to stdout or off"
+                    .to_owned(),
+            ),
+        }
+    }
+
+    /// The bound on waiting for a line to be written.
+    #[must_use]
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+}
+
 /// Every non-secret setting.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Settings {
@@ -300,6 +359,8 @@ pub struct Settings {
     pub log: LogSettings,
     /// Compatibility with the service this one replaces.
     pub compat: CompatSettings,
+    /// The audit trail.
+    pub audit: AuditSettings,
 }
 
 /// A configuration problem, named so an operator can fix it.
@@ -371,6 +432,10 @@ impl Settings {
                 self.limits.max_secrets_per_namespace == 0,
                 "limits.max_secrets_per_namespace must be at least 1",
             ),
+            (
+                self.audit.timeout_ms == 0,
+                "audit.timeout_ms must be at least 1",
+            ),
         ];
         let mut failed: Vec<&str> = checks
             .into_iter()
@@ -408,6 +473,8 @@ pub struct KeyMaterial {
     pub retired: Vec<SecretString>,
     /// Accepted service tokens.
     pub tokens: Vec<SecretString>,
+    /// The audit key, base64, when it is set on its own (otherwise the active KEK derives it).
+    pub audit: Option<SecretString>,
 }
 
 impl std::fmt::Debug for KeyMaterial {
@@ -416,18 +483,20 @@ impl std::fmt::Debug for KeyMaterial {
             .field("kek", &self.kek.as_ref().map(|_| "<redacted>"))
             .field("retired", &self.retired.len())
             .field("tokens", &self.tokens.len())
+            .field("audit", &self.audit.as_ref().map(|_| "<redacted>"))
             .finish()
     }
 }
 
 impl KeyMaterial {
-    /// Reads `KEY_ENCRYPTION_KEY`, `KEY_ENCRYPTION_KEYS_RETIRED` and `SERVICE_AUTH_TOKENS`, each
-    /// from the variable itself or from the file its `_FILE` variant names.
+    /// Reads `KEY_ENCRYPTION_KEY`, `KEY_ENCRYPTION_KEYS_RETIRED`, `SERVICE_AUTH_TOKENS` and
+    /// `AUDIT_KEY`, each from the variable itself or from the file its `_FILE` variant names.
     pub fn from_env(env: &HashMap<String, String>) -> Result<Self, SettingsError> {
         Ok(Self {
             kek: read_secret(env, "KEY_ENCRYPTION_KEY")?,
             retired: read_list(env, "KEY_ENCRYPTION_KEYS_RETIRED")?,
             tokens: read_list(env, "SERVICE_AUTH_TOKENS")?,
+            audit: read_secret(env, "AUDIT_KEY")?,
         })
     }
 }

@@ -1,5 +1,5 @@
 //! The process's signals: SIGTERM or SIGINT to shut down, SIGHUP to reload the listener's
-//! certificate.
+//! certificate and reopen the audit file (log rotation).
 //!
 //! The server's own signal handling is off (`disable_signals` in [`crate::startup`]):
 //! actix-server treats SIGINT as a forced stop that drops the requests in flight, and SPEC 7
@@ -31,12 +31,14 @@ pub async fn signal() -> Option<&'static str> {
     }
 }
 
-/// Reloads the listener's certificate on every SIGHUP (see [`crate::tls`]).
+/// On every SIGHUP, reloads the listener's certificate (see [`crate::tls`]) and asks the audit
+/// trail to open its file anew (see [`crate::audit`]).
 ///
 /// The signal is listened to from [`Reloader::new`] on, which start-up calls before it says it
 /// is listening: a SIGHUP that came before would kill the process (its default action).
 pub struct Reloader {
-    certificates: std::sync::Arc<crate::tls::CertificateStore>,
+    certificates: Option<std::sync::Arc<crate::tls::CertificateStore>>,
+    trail: Option<actix_web::web::Data<crate::audit::Trail>>,
     #[cfg(unix)]
     hangups: Option<tokio::signal::unix::Signal>,
 }
@@ -48,20 +50,28 @@ impl std::fmt::Debug for Reloader {
 }
 
 impl Reloader {
-    /// Starts listening for SIGHUP (inside a Tokio runtime).
+    /// Starts listening for SIGHUP (inside a Tokio runtime); `None` when there is nothing to
+    /// reload.
     #[must_use]
-    pub fn new(certificates: std::sync::Arc<crate::tls::CertificateStore>) -> Self {
+    pub fn new(
+        certificates: Option<std::sync::Arc<crate::tls::CertificateStore>>,
+        trail: Option<actix_web::web::Data<crate::audit::Trail>>,
+    ) -> Option<Self> {
+        if certificates.is_none() && trail.is_none() {
+            return None;
+        }
         #[cfg(unix)]
         let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
             .inspect_err(|error| {
-                tracing::warn!(%error, "cannot listen for SIGHUP: the certificate reloads only with a restart");
+                tracing::warn!(%error, "cannot listen for SIGHUP: the certificate and the audit file reload only with a restart");
             })
             .ok();
-        Self {
+        Some(Self {
             certificates,
+            trail,
             #[cfg(unix)]
             hangups,
-        }
+        })
     }
 
     /// Reloads on each SIGHUP, logging what happened; a reload that fails keeps the
@@ -73,7 +83,14 @@ impl Reloader {
                 return;
             };
             while hangups.recv().await.is_some() {
-                match self.certificates.reload() {
+                if let Some(trail) = &self.trail {
+                    trail.reopen();
+                    tracing::info!("SIGHUP: the audit file is opened anew before its next line");
+                }
+                let Some(certificates) = &self.certificates else {
+                    continue;
+                };
+                match certificates.reload() {
                     Ok(()) => tracing::info!("SIGHUP: reloaded the TLS certificate"),
                     Err(error) => tracing::error!(
                         %error,

@@ -8,16 +8,19 @@
 //! a wrong key never answers a request.
 
 use std::net::TcpListener;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::HttpServer;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::web::Data;
 use secrets_adapters::Store;
+use secrets_adapters::audit::AuditKey;
 use secrets_adapters::crypto::{InvalidKek, OsRandom, RingEnvelope};
 use secrets_domain::ports::StoreError;
 use secrets_domain::{KeyCheckError, SecretsService};
 
+use crate::audit::Trail;
 use crate::auth::ServiceTokens;
 use crate::body::BodyLimits;
 use crate::handlers::AppState;
@@ -64,6 +67,9 @@ pub enum StartupError {
     /// The listener's TLS files cannot be used.
     #[error("TLS on the listener: {0}")]
     Tls(#[from] crate::tls::TlsError),
+    /// The audit trail is configured wrongly, or its sink cannot be written.
+    #[error("the audit trail: {0}")]
+    Audit(String),
     /// The listener could not be bound.
     #[error("cannot listen on {address}: {source}")]
     Bind {
@@ -106,6 +112,25 @@ pub async fn open<S: Store>(
     Ok(store)
 }
 
+/// Opens the audit trail `settings.audit` names for `process`, sealed with `key`, and writes
+/// its first line; `None` when the trail is off.
+pub fn open_trail(
+    settings: &Settings,
+    key: &Arc<AuditKey>,
+    process: &'static str,
+) -> Result<Option<Trail>, StartupError> {
+    let Some(sink) = settings
+        .audit
+        .sink(&settings.storage.backend)
+        .map_err(StartupError::Audit)?
+    else {
+        return Ok(None);
+    };
+    let trail = Trail::open(&sink, Arc::clone(key), settings.audit.timeout(), process)
+        .map_err(|error| StartupError::Audit(error.to_string()))?;
+    Ok(Some(trail))
+}
+
 /// The use cases over `store` with `keys`, once the keys have checked out against the store:
 /// the same refusals for serving, `check` and `rotate-kek`.
 pub async fn checked_service<S: Store>(
@@ -122,7 +147,8 @@ pub async fn checked_service<S: Store>(
 pub struct Application {
     port: u16,
     server: Server,
-    /// Reloads the listener's certificate on SIGHUP; `None` for plain HTTP.
+    /// Reloads the listener's certificate and reopens the audit file on SIGHUP; `None` when
+    /// there is neither.
     reloader: Option<Reloader>,
     close_store: Box<dyn FnOnce() + Send>,
 }
@@ -156,6 +182,8 @@ impl Application {
             .map(|tls| crate::tls::server_config(&tls))
             .transpose()?;
         let tokens = Data::new(ServiceTokens::new(&keys.tokens));
+        // Before the store is touched: an audit sink that cannot be written stops start-up.
+        let trail = open_trail(&settings, &keys.audit.active, "serve")?.map(Data::new);
         let store: S = open(location, &settings).await?;
         if settings.storage.migrate_on_start {
             store.migrate().await.map_err(StartupError::Store)?;
@@ -182,8 +210,14 @@ impl Application {
             },
             original_routes: settings.compat.original_routes,
         });
+        let app_trail = trail.clone();
         let mut server = HttpServer::new(move || {
-            crate::routes::app(state.clone(), tokens.clone(), metrics.clone())
+            crate::routes::app(
+                state.clone(),
+                tokens.clone(),
+                metrics.clone(),
+                app_trail.clone(),
+            )
         })
         .shutdown_timeout(settings.server.shutdown_timeout_secs)
         // Signals are handled by `Application::run_until_stopped`; see `crate::shutdown`.
@@ -208,13 +242,19 @@ impl Application {
             None => (server.listen(listener).map_err(bind_error)?, None),
         };
         let server = server.run();
-        let reloader = certificates.map(Reloader::new);
-        tracing::info!(port, tls = reloader.is_some(), "listening");
+        let tls = certificates.is_some();
+        let reloader = Reloader::new(certificates, trail.clone());
+        tracing::info!(port, tls, audit = trail.is_some(), "listening");
         Ok(Self {
             port,
             server,
             reloader,
-            close_store: Box::new(move || closing.close()),
+            close_store: Box::new(move || {
+                if let Some(trail) = trail {
+                    trail.close();
+                }
+                closing.close();
+            }),
         })
     }
 
@@ -232,7 +272,8 @@ impl Application {
 
     /// Serves until SIGTERM or SIGINT (or the handle's `stop`), then stops accepting
     /// connections, lets the requests in flight finish within `server.shutdown_timeout_secs`,
-    /// and closes the store. With TLS on the listener, SIGHUP reloads its certificate.
+    /// and closes the audit trail and the store. SIGHUP reloads the listener's certificate and
+    /// reopens the audit file.
     ///
     /// # Errors
     /// An I/O error of the server while serving.

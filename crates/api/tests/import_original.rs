@@ -228,6 +228,7 @@ async fn serve(target: &Target) -> (String, actix_web::dev::ServerHandle) {
         kek: Some(SecretString::from(KEK)),
         retired: Vec::new(),
         tokens: vec![SecretString::from(TOKEN)],
+        audit: None,
     };
     let application = match settings.storage.backend.clone() {
         Backend::Sqlite(path) => Application::build::<SqliteStore>(&path, settings, keys).await,

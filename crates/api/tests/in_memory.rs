@@ -101,7 +101,7 @@ fn error(answer: &(u16, Value), status: u16, code: &str) -> String {
 #[actix_web::test]
 async fn a_namespace_lives_from_creation_to_deletion() {
     let (state, tokens, metrics) = in_memory();
-    let app = test::init_service(routes::app(state, tokens, metrics)).await;
+    let app = test::init_service(routes::app(state, tokens, metrics, None)).await;
     let call = async |request: TestRequest| {
         answer(test::call_service(&app, request.to_request()).await).await
     };
@@ -198,7 +198,7 @@ async fn a_namespace_lives_from_creation_to_deletion() {
 #[actix_web::test]
 async fn refusals_have_the_documented_status_and_code() {
     let (state, tokens, metrics) = in_memory();
-    let app = test::init_service(routes::app(state, tokens, metrics)).await;
+    let app = test::init_service(routes::app(state, tokens, metrics, None)).await;
     let call = async |request: TestRequest| {
         answer(test::call_service(&app, request.to_request()).await).await
     };
@@ -314,7 +314,7 @@ async fn refusals_have_the_documented_status_and_code() {
 #[actix_web::test]
 async fn the_operations_endpoints_answer() {
     let (state, tokens, metrics) = in_memory();
-    let app = test::init_service(routes::app(state, tokens, metrics)).await;
+    let app = test::init_service(routes::app(state, tokens, metrics, None)).await;
     let call = async |request: TestRequest| {
         answer(test::call_service(&app, request.to_request()).await).await
     };

@@ -485,12 +485,13 @@ pub trait SecretStore: Send + Sync + 'static {
 
     /// Replaces wrapped data keys in one transaction, each only where the stored key still
     /// equals the one it was re-wrapped from (a compare-and-swap, so a namespace deleted or
-    /// re-wrapped meanwhile is left alone). Returns how many were replaced. It changes no
-    /// revision: the namespaces' data did not change (the revision in each record is ignored).
+    /// re-wrapped meanwhile is left alone). Returns the namespaces whose key was replaced, in
+    /// any order. It changes no revision: the namespaces' data did not change (the revision in
+    /// each record is ignored).
     async fn replace_wrapped_keys(
         &self,
         updates: &[(NamespaceRecord, WrappedKey)],
-    ) -> Result<u64, StoreError>;
+    ) -> Result<Vec<NamespaceId>, StoreError>;
 }
 
 /// What a store can answer besides success.

@@ -38,8 +38,8 @@ use crate::ports::{
 /// The outcome of one [`SecretsService::rewrap_batch`].
 #[derive(Debug, Default)]
 pub struct RewrapBatch {
-    /// Data keys now wrapped under the active KEK.
-    pub rewrapped: u64,
+    /// The namespaces whose data key is now wrapped under the active KEK.
+    pub rewrapped: Vec<NamespaceId>,
     /// Namespaces deleted or re-wrapped by someone else while the batch ran.
     pub skipped: u64,
     /// Namespaces whose data key could not be unwrapped, with why.
@@ -570,8 +570,8 @@ where
             .await
             .map_err(|e| self.store_error(e, None))?;
         Ok(RewrapBatch {
+            skipped: (updates.len() - rewrapped.len()) as u64,
             rewrapped,
-            skipped: updates.len() as u64 - rewrapped,
             failed,
             next: batch.last().map(|namespace| namespace.id),
         })
@@ -1384,7 +1384,7 @@ mod tests {
         loop {
             let batch = rotated.rewrap_batch(after, 3).await.expect("batch");
             assert!(batch.failed.is_empty());
-            rewrapped += batch.rewrapped;
+            rewrapped += batch.rewrapped.len() as u64;
             batches += 1;
             match batch.next {
                 Some(next) => after = Some(next),

@@ -561,15 +561,15 @@ impl SecretStore for InMemoryStore {
     async fn replace_wrapped_keys(
         &self,
         updates: &[(NamespaceRecord, WrappedKey)],
-    ) -> Result<u64, StoreError> {
+    ) -> Result<Vec<NamespaceId>, StoreError> {
         Ok(self.with(|state| {
-            let mut replaced = 0;
+            let mut replaced = Vec::new();
             for (old, new) in updates {
                 if let Some(ns) = state.namespaces.get_mut(&old.id)
                     && ns.data_key == old.data_key
                 {
                     ns.data_key = new.clone();
-                    replaced += 1;
+                    replaced.push(old.id);
                 }
             }
             replaced

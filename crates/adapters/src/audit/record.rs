@@ -41,6 +41,12 @@ impl RequestId {
         sane.then(|| Self(id.to_owned()))
     }
 
+    /// A fresh random id (a UUID v4), for a request that came without a usable one.
+    #[must_use]
+    pub fn fresh() -> Self {
+        Self(uuid::Uuid::new_v4().to_string())
+    }
+
     /// The id as text.
     #[must_use]
     pub fn as_str(&self) -> &str {

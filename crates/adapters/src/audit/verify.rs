@@ -104,7 +104,7 @@ struct ChainState {
 /// Follows lines through their chains.
 #[derive(Debug)]
 pub struct Verifier<'k> {
-    keys: &'k [AuditKey],
+    keys: Vec<&'k AuditKey>,
     chains: HashMap<String, ChainState>,
     result: Verification,
     /// Unreadable lines not yet explained by a recovery.
@@ -114,7 +114,7 @@ pub struct Verifier<'k> {
 impl<'k> Verifier<'k> {
     /// A verifier that knows these audit keys (the configured one and every one a KEK derives).
     #[must_use]
-    pub fn new(keys: &'k [AuditKey]) -> Self {
+    pub fn new(keys: Vec<&'k AuditKey>) -> Self {
         Self {
             keys,
             chains: HashMap::new(),

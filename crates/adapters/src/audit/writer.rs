@@ -56,6 +56,15 @@ pub enum Sink {
     Stdout,
 }
 
+impl std::fmt::Display for Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::File(path) => write!(f, "audit.path {}", path.display()),
+            Self::Stdout => f.write_str("standard output"),
+        }
+    }
+}
+
 /// Why a line was not written.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum AuditError {
@@ -120,12 +129,13 @@ impl std::fmt::Debug for AuditLog {
 impl AuditLog {
     /// Opens `sink` and writes the chain's first line (`start`, naming `process` and the
     /// key's id) before returning, so a sink that cannot be written stops start-up.
-    pub fn open(sink: &Sink, key: AuditKey, process: &'static str) -> Result<Self, AuditError> {
+    pub fn open(
+        sink: &Sink,
+        key: Arc<AuditKey>,
+        process: &'static str,
+    ) -> Result<Self, AuditError> {
         let open_error = |cause: io::Error| AuditError::Open {
-            sink: match sink {
-                Sink::File(path) => format!("audit.path {}", path.display()),
-                Sink::Stdout => "standard output".to_owned(),
-            },
+            sink: sink.to_string(),
             cause: cause.to_string(),
         };
         let mut output = Output::open(sink).map_err(open_error)?;
@@ -171,6 +181,17 @@ impl AuditLog {
             done: Mutex::new(Some(done)),
             key_id,
         })
+    }
+
+    /// Whether `sink` can be opened for writing (created, mode 0600, when missing), without
+    /// writing to it: what `check` asks.
+    pub fn check(sink: &Sink) -> Result<(), AuditError> {
+        Output::open(sink)
+            .map(drop)
+            .map_err(|cause| AuditError::Open {
+                sink: sink.to_string(),
+                cause: cause.to_string(),
+            })
     }
 
     /// Writes `event` and waits, at most `within`, until it is on the sink (synced, for a
@@ -314,7 +335,7 @@ impl Output {
 struct Writer {
     output: Output,
     chain: Chain,
-    key: AuditKey,
+    key: Arc<AuditKey>,
     shared: Arc<Shared>,
     /// Set while writes fail: the first line that may be missing.
     lost_from: Option<u64>,

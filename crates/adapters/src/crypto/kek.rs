@@ -91,6 +91,12 @@ impl Kek {
         crate::audit::AuditKey::derive(self.bytes())
     }
 
+    /// These 32 bytes used as an audit key of their own (`AUDIT_KEY`, parsed as a KEK is).
+    #[must_use]
+    pub fn as_audit_key(&self) -> crate::audit::AuditKey {
+        crate::audit::AuditKey::from_bytes(self.bytes())
+    }
+
     pub(super) fn bytes(&self) -> &[u8; KEY_LEN] {
         &self.0
     }
@@ -113,14 +119,12 @@ impl fmt::Debug for Kek {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidKek {
     /// The text is empty or only whitespace.
-    #[error("the key-encryption key is empty")]
+    #[error("the key is empty")]
     Empty,
     /// The text is not base64 in either the standard or the URL-safe alphabet.
-    #[error("the key-encryption key is not valid base64 (standard or URL-safe alphabet)")]
+    #[error("the key is not valid base64 (standard or URL-safe alphabet)")]
     NotBase64,
     /// The text is base64, but not of 32 bytes.
-    #[error(
-        "the key-encryption key must decode to exactly 32 bytes (`secrets-service gen-key` prints one)"
-    )]
+    #[error("the key must decode to exactly 32 bytes (`secrets-service gen-key` prints one)")]
     WrongLength,
 }

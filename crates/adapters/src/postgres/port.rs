@@ -436,9 +436,9 @@ impl SecretStore for PostgresStore {
     async fn replace_wrapped_keys(
         &self,
         updates: &[(NamespaceRecord, WrappedKey)],
-    ) -> Result<u64, StoreError> {
+    ) -> Result<Vec<NamespaceId>, StoreError> {
         if updates.is_empty() {
-            return Ok(0);
+            return Ok(Vec::new());
         }
         let ids: Vec<_> = updates.iter().map(|(old, _)| old.id.as_uuid()).collect();
         let old_ids: Vec<&str> = updates
@@ -454,15 +454,19 @@ impl SecretStore for PostgresStore {
             .iter()
             .map(|(_, new)| new.ciphertext.as_slice())
             .collect();
-        self.run(async |client| {
-            execute(
-                client,
-                sql::REPLACE_WRAPPED_KEYS,
-                &[&ids, &old_ids, &old_keys, &new_ids, &new_keys],
-            )
-            .await
-        })
-        .await
+        let rows = self
+            .run(async |client| {
+                query(
+                    client,
+                    sql::REPLACE_WRAPPED_KEYS,
+                    &[&ids, &old_ids, &old_keys, &new_ids, &new_keys],
+                )
+                .await
+            })
+            .await?;
+        rows.iter()
+            .map(|row| Ok(NamespaceId::from_uuid(row.try_get(0).map_err(db)?)))
+            .collect()
     }
 }
 

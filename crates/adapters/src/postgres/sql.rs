@@ -243,4 +243,5 @@ pub(super) const REPLACE_WRAPPED_KEYS: &str = "\
     UPDATE namespaces n SET kek_id = u.new_kek_id, wrapped_dek = u.new_dek \
     FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::text[], $5::bytea[]) \
          AS u (id, old_kek_id, old_dek, new_kek_id, new_dek) \
-    WHERE n.id = u.id AND n.kek_id = u.old_kek_id AND n.wrapped_dek = u.old_dek";
+    WHERE n.id = u.id AND n.kek_id = u.old_kek_id AND n.wrapped_dek = u.old_dek \
+    RETURNING n.id";

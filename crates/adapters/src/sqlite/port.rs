@@ -378,15 +378,15 @@ impl SecretStore for SqliteStore {
     async fn replace_wrapped_keys(
         &self,
         updates: &[(NamespaceRecord, WrappedKey)],
-    ) -> Result<u64, StoreError> {
+    ) -> Result<Vec<NamespaceId>, StoreError> {
         if updates.is_empty() {
-            return Ok(0);
+            return Ok(Vec::new());
         }
         let updates = updates.to_vec();
         self.writer
             .write(move |tx| {
                 let mut update = tx.prepare_cached(sql::REPLACE_WRAPPED_KEY)?;
-                let mut replaced = 0u64;
+                let mut replaced = Vec::new();
                 for (old, new) in &updates {
                     let changed = update.execute(params![
                         old.id.as_bytes(),
@@ -395,7 +395,9 @@ impl SecretStore for SqliteStore {
                         old.data_key.key_id.as_str(),
                         old.data_key.ciphertext,
                     ])?;
-                    replaced += changed as u64;
+                    if changed > 0 {
+                        replaced.push(old.id);
+                    }
                 }
                 Ok(replaced)
             })

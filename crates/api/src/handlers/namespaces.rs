@@ -12,6 +12,7 @@ use super::{
     ACCESS_KEY_PARAM, IF_MATCH_NAMESPACE, IF_MATCH_READ, IF_NONE_MATCH_NAMESPACE,
     IF_NONE_MATCH_READ, State,
 };
+use crate::audit;
 use crate::body::{self, Accept, Body};
 use crate::conditional;
 use crate::error::ApiError;
@@ -169,6 +170,7 @@ pub async fn create_namespace<S: SecretStore, C: Envelope, R: Random>(
     }
     parse_create(&body)?;
     let issued = state.service.create_namespace().await?;
+    audit::namespace(&req, issued.namespace);
     Ok(HttpResponse::Created().json(AccessKeyBody::of(&issued.access_key)))
 }
 
@@ -192,6 +194,7 @@ pub async fn create_namespaces<S: SecretStore, C: Envelope, R: Random>(
     let body = body::read_json(&req, payload, state.body, Accept::Json).await?;
     let count = parse_bulk(&body)?;
     let issued = state.service.create_namespaces(count).await?;
+    audit::created(&req, &issued);
     Ok(HttpResponse::Created().json(AccessKeysBody::of(&issued)))
 }
 
@@ -225,6 +228,7 @@ pub async fn read_namespace<S: SecretStore, C: Envelope, R: Random>(
     let conditions = conditional::conditions(&req)?;
     let key = path::access_key(&req)?;
     let read = state.service.read_all(&key, &conditions).await?;
+    audit::namespace(&req, read.namespace);
     Ok(conditional::answer(read, |ok, secrets| {
         ok.json(NamespaceBody(&secrets))
     }))
@@ -252,7 +256,8 @@ pub async fn delete_namespace<S: SecretStore, C: Envelope, R: Random>(
 ) -> Result<HttpResponse, ApiError> {
     let conditions = conditional::conditions(&req)?;
     let key = path::access_key(&req)?;
-    state.service.delete_namespace(&key, &conditions).await?;
+    let deleted = state.service.delete_namespace(&key, &conditions).await?;
+    audit::namespace(&req, deleted);
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -274,6 +279,7 @@ pub async fn rotate_access_key<S: SecretStore, C: Envelope, R: Random>(
 ) -> Result<HttpResponse, ApiError> {
     let key = path::access_key(&req)?;
     let issued = state.service.rotate_access_key(&key).await?;
+    audit::namespace(&req, issued.namespace);
     Ok(HttpResponse::Created().json(AccessKeyBody::of(&issued.access_key)))
 }
 

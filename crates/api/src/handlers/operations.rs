@@ -47,8 +47,15 @@ pub async fn healthz() -> HttpResponse {
 )]
 pub async fn readyz<S: SecretStore, C: Envelope, R: Random>(
     state: State<S, C, R>,
+    req: actix_web::HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     state.service.ping().await?;
+    if req
+        .app_data::<Data<crate::audit::Trail>>()
+        .is_some_and(|trail| !trail.healthy())
+    {
+        return Err(ApiError::audit_unavailable());
+    }
     Ok(HttpResponse::Ok().json(StatusBody { status: "ready" }))
 }
 

@@ -51,6 +51,7 @@ use zeroize::Zeroizing;
 use super::State;
 use super::namespaces::{AccessKeysBody, NamespaceBody};
 use super::secrets::{hex, parse_put};
+use crate::audit;
 use crate::body::{self, Accept, Body};
 use crate::error::{Answered, ApiError};
 use crate::path::parse_name;
@@ -111,9 +112,11 @@ fn required(name: &str, value: Option<Zeroizing<String>>) -> Result<Zeroizing<St
 }
 
 /// The `accessKey` parameter; a malformed key is answered like an unknown one.
-fn access_key(value: Option<Zeroizing<String>>) -> Result<AccessKey, ApiError> {
+fn access_key(req: &HttpRequest, value: Option<Zeroizing<String>>) -> Result<AccessKey, ApiError> {
     let text = required("accessKey", value)?;
-    AccessKey::parse(&text).map_err(|_| ApiError::namespace_not_found())
+    let key = AccessKey::parse(&text).map_err(|_| ApiError::namespace_not_found())?;
+    audit::access_key(req, &key);
+    Ok(key)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -246,6 +249,7 @@ pub async fn original_create_namespaces<S: SecretStore, C: Envelope, R: Random>(
     let body = body::read_json(&req, payload, state.body, Accept::Json).await?;
     let count = parse_bulk(&body)?;
     let issued = state.service.create_namespaces(count).await?;
+    audit::created(&req, &issued);
     // 200, as the original answered (the native route answers 201).
     Ok(HttpResponse::Ok().json(AccessKeysBody::of(&issued)))
 }
@@ -276,18 +280,20 @@ pub async fn original_read_secrets<S: SecretStore, C: Envelope, R: Random>(
         "public" => Mode::Public,
         _ => return Err(ApiError::invalid_request("mode: must be public or private")),
     };
-    let key = access_key(key)?;
+    let key = access_key(&req, key)?;
     Ok(match mode {
         Mode::Private => {
-            let secrets =
-                unconditional(state.service.read_all(&key, &Condition::default()).await?)?;
+            let read = state.service.read_all(&key, &Condition::default()).await?;
+            audit::namespace(&req, read.namespace);
+            let secrets = unconditional(read)?;
             HttpResponse::Ok().json(SecretsBody {
                 secrets: NamespaceBody(&secrets),
             })
         }
         Mode::Public => {
-            let listing =
-                unconditional(state.service.list_keys(&key, &Condition::default()).await?)?;
+            let listing = state.service.list_keys(&key, &Condition::default()).await?;
+            audit::namespace(&req, listing.namespace);
+            let listing = unconditional(listing)?;
             HttpResponse::Ok().json(SecretsBody {
                 secrets: Digests(&listing),
             })
@@ -315,13 +321,15 @@ pub async fn original_put_secret<S: SecretStore, C: Envelope, R: Random>(
 ) -> Result<HttpResponse, ApiError> {
     let body = body::read_json(&req, payload, state.body, Accept::Json).await?;
     let (name, value) = parse_put(&body)?;
+    audit::secret(&req, &name);
     let [key] = query(&req, ["accessKey"])?;
-    let key = access_key(key)?;
+    let key = access_key(&req, key)?;
     let none = Condition::default();
-    state
+    let written = state
         .service
         .put_secret(&key, &name, &value, &none, Target::Namespace)
         .await?;
+    audit::namespace(&req, written.namespace);
     Ok(HttpResponse::Created().json(EmptyBody {}))
 }
 
@@ -346,13 +354,16 @@ pub async fn original_delete_secret<S: SecretStore, C: Envelope, R: Random>(
 ) -> Result<HttpResponse, ApiError> {
     let [key, name] = query(&req, ["accessKey", "key"])?;
     let name = parse_name("key", required("key", name)?.to_string())?;
-    let key = access_key(key)?;
+    audit::secret(&req, &name);
+    let key = access_key(&req, key)?;
     match state
         .service
         .delete_secret(&key, &name, &Condition::default())
         .await
     {
-        Ok(_) | Err(DomainError::SecretNotFound { .. }) => {}
+        Ok(namespace) | Err(DomainError::SecretNotFound { namespace }) => {
+            audit::namespace(&req, namespace);
+        }
         Err(error) => return Err(error.into()),
     }
     Ok(HttpResponse::Accepted().json(DeletedBody { deleted: true }))
@@ -375,11 +386,12 @@ pub async fn original_delete_namespace<S: SecretStore, C: Envelope, R: Random>(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let [key] = query(&req, ["accessKey"])?;
-    let key = access_key(key)?;
-    state
+    let key = access_key(&req, key)?;
+    let deleted = state
         .service
         .delete_namespace(&key, &Condition::default())
         .await?;
+    audit::namespace(&req, deleted);
     Ok(HttpResponse::Accepted().json(DeletedBody { deleted: true }))
 }
 
@@ -411,7 +423,9 @@ pub async fn original_errors(
     };
     let status = response.status();
     let (req, _) = response.into_parts();
-    let rewritten = HttpResponse::build(status).json(answered.original_body());
+    let mut rewritten = HttpResponse::build(status).json(answered.original_body());
+    // Kept for the audit trail, which records the code and the namespace.
+    rewritten.extensions_mut().insert(answered);
     Ok(ServiceResponse::new(req, rewritten).map_into_right_body())
 }
 
@@ -483,7 +497,11 @@ mod tests {
             TestRequest::with_uri("/secrets?accessKey=hunter2&accessKey=hunter2").to_http_request();
         let error = query(&req, ["accessKey"]).expect_err("repeated");
         assert!(!error.to_string().contains("hunter2"), "{error}");
-        let error = access_key(Some(Zeroizing::new("hunter2".into()))).expect_err("malformed");
+        let error = access_key(
+            &TestRequest::default().to_http_request(),
+            Some(Zeroizing::new("hunter2".into())),
+        )
+        .expect_err("malformed");
         assert_eq!(error.code(), ErrorCode::NamespaceNotFound);
         assert!(!error.to_string().contains("hunter2"), "{error}");
     }

@@ -18,6 +18,7 @@ use super::{
     ACCESS_KEY_PARAM, IF_MATCH_NAMESPACE, IF_MATCH_READ, IF_MATCH_SECRET, IF_NONE_MATCH_NAMESPACE,
     IF_NONE_MATCH_READ, IF_NONE_MATCH_SECRET, State,
 };
+use crate::audit;
 use crate::body::{self, Accept, Body};
 use crate::conditional;
 use crate::error::ApiError;
@@ -219,11 +220,13 @@ pub async fn put_secret<S: SecretStore, C: Envelope, R: Random>(
     let conditions = conditional::conditions(&req)?;
     let body = body::read_json(&req, payload, state.body, Accept::Json).await?;
     let (name, value) = parse_put(&body)?;
+    audit::secret(&req, &name);
     let key = path::access_key(&req)?;
     let written = state
         .service
         .put_secret(&key, &name, &value, &conditions, Target::Namespace)
         .await?;
+    audit::namespace(&req, written.namespace);
     Ok(HttpResponse::Created()
         .insert_header(conditional::etag(&written.etag))
         .json(PutBody {
@@ -270,6 +273,7 @@ pub async fn set_secret<S: SecretStore, C: Envelope, R: Random>(
         .service
         .put_secret(&key, &name, &value, &conditions, Target::Secret)
         .await?;
+    audit::namespace(&req, written.namespace);
     let created = written.value == Upserted::Created;
     let status = if created {
         StatusCode::CREATED
@@ -310,6 +314,7 @@ pub async fn patch_namespace<S: SecretStore, C: Envelope, R: Random>(
     let changes = parse_patch(&body)?;
     let key = path::access_key(&req)?;
     let patched = state.service.patch(&key, &changes, &conditions).await?;
+    audit::namespace(&req, patched.namespace);
     Ok(HttpResponse::Ok()
         .insert_header(conditional::etag(&patched.etag))
         .json(NamespaceBody(&patched.value)))
@@ -344,6 +349,7 @@ pub async fn list_keys<S: SecretStore, C: Envelope, R: Random>(
     let conditions = conditional::conditions(&req)?;
     let key = path::access_key(&req)?;
     let listing = state.service.list_keys(&key, &conditions).await?;
+    audit::namespace(&req, listing.namespace);
     Ok(conditional::answer(listing, |ok, listing| {
         let body: Vec<_> = listing
             .iter()
@@ -389,6 +395,7 @@ pub async fn get_secret<S: SecretStore, C: Envelope, R: Random>(
     let key = path::access_key(&req)?;
     let name = path::secret_name(&req)?;
     let secret = state.service.get_secret(&key, &name, &conditions).await?;
+    audit::namespace(&req, secret.namespace);
     Ok(conditional::answer(secret, |ok, secret| {
         ok.json(SecretBody {
             key: secret.name.as_str(),
@@ -423,10 +430,11 @@ pub async fn delete_secret<S: SecretStore, C: Envelope, R: Random>(
     let conditions = conditional::conditions(&req)?;
     let key = path::access_key(&req)?;
     let name = path::secret_name(&req)?;
-    state
+    let deleted = state
         .service
         .delete_secret(&key, &name, &conditions)
         .await?;
+    audit::namespace(&req, deleted);
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -31,15 +31,17 @@ use std::fmt;
 use futures_util::StreamExt as _;
 use futures_util::stream;
 use secrecy::SecretString;
+use secrets_adapters::audit::{ActionEvent, AuditError};
 use secrets_adapters::original::{OriginalCipher, OriginalDatabase, SourceError, SourceNamespace};
 use secrets_domain::import::{
     ImportOutcome, ImportPlan, ImportRecord, ImportStore, OriginalId, OriginalNamespace,
     RemoveOutcome, VerifyOutcome, plan,
 };
 use secrets_domain::ports::{Envelope, Random, SecretStore, StoreError};
-use secrets_domain::{Error, Limits, SecretsService};
+use secrets_domain::{Error, Limits, NamespaceId, SecretsService};
 use uuid::Uuid;
 
+use crate::audit::Trail;
 use crate::progress::Progress;
 pub use report::{ImportReport, Summary};
 
@@ -157,6 +159,7 @@ pub async fn run<S, C, R>(
     source: &OriginalDatabase,
     cipher: &OriginalCipher,
     options: ImportOptions,
+    trail: Option<&Trail>,
     progress: &mut impl Progress,
 ) -> Result<ImportReport, ImportError>
 where
@@ -183,7 +186,7 @@ where
         let in_batch: HashSet<Uuid> = batch.iter().map(|ns| ns.id).collect();
         let outcomes: Vec<Counts> = stream::iter(batch.iter().map(|ns| {
             let record = records.iter().find(|r| r.original.as_uuid() == ns.id);
-            one(target, cipher, ns, record)
+            one(target, cipher, ns, record, trail)
         }))
         .buffer_unordered(options.concurrency.max(1))
         .collect()
@@ -196,7 +199,7 @@ where
             .iter()
             .filter(|r| !in_batch.contains(&r.original.as_uuid()))
         {
-            deleted_in_original(target, record)
+            deleted_in_original(target, record, trail)
                 .await
                 .add_to(&mut report);
         }
@@ -257,6 +260,15 @@ impl Counts {
         report.not_imported += c.not_imported;
     }
 
+    /// A change that committed but whose audit line could not be written: a failure of the
+    /// run, so that it exits non-zero.
+    fn unrecorded(original: Uuid, error: &AuditError) -> Self {
+        Self::failed(
+            original,
+            &format_args!("changed, but not recorded in the audit trail: {error}"),
+        )
+    }
+
     fn failed(original: Uuid, why: &dyn fmt::Display) -> Self {
         tracing::error!(original = %original, error = %why, "cannot import this namespace");
         Self(ImportReport {
@@ -290,6 +302,7 @@ async fn one<S, C, R>(
     cipher: &OriginalCipher,
     ns: &SourceNamespace,
     record: Option<&ImportRecord>,
+    trail: Option<&Trail>,
 ) -> Counts
 where
     S: SecretStore + ImportStore,
@@ -344,19 +357,23 @@ where
         },
     };
     match outcome {
-        Ok(ImportOutcome::Imported { written, kept_here }) => {
+        Ok(ImportOutcome::Imported {
+            namespace,
+            written,
+            kept_here,
+        }) => {
             match class {
                 Class::New => counts.0.imported = 1,
                 _ => counts.0.updated = 1,
             }
-            acted(
-                if class == Class::New {
-                    "imported"
-                } else {
-                    "updated"
-                },
-                ns.id,
-            );
+            let action = if class == Class::New {
+                "import_namespace"
+            } else {
+                "import_changes"
+            };
+            if let Err(error) = acted(trail, action, Some(namespace), ns.id).await {
+                return Counts::unrecorded(ns.id, &error);
+            }
             counts.0.secrets = written;
             counts.0.kept_here = kept_here;
             counts
@@ -412,7 +429,11 @@ where
 }
 
 /// Handles a record whose namespace the original no longer has.
-async fn deleted_in_original<S, C, R>(target: &Target<'_, S, C, R>, record: &ImportRecord) -> Counts
+async fn deleted_in_original<S, C, R>(
+    target: &Target<'_, S, C, R>,
+    record: &ImportRecord,
+    trail: Option<&Trail>,
+) -> Counts
 where
     S: SecretStore + ImportStore,
     C: Envelope,
@@ -427,7 +448,11 @@ where
         Target::Verify(_) => counts.kept = 1,
         Target::Import(service) => match service.remove_imported(record.original).await {
             Ok(RemoveOutcome::Removed) => {
-                acted("removed", record.original.as_uuid());
+                let original = record.original.as_uuid();
+                if let Err(error) = acted(trail, "import_removal", record.namespace, original).await
+                {
+                    return Counts::unrecorded(original, &error);
+                }
                 counts.removed = 1;
             }
             Ok(RemoveOutcome::KeptWrittenHere) => {
@@ -444,11 +469,29 @@ where
     Counts(counts)
 }
 
-/// Every write an import makes to a namespace (`imported`, `updated`, `removed`) passes here
-/// once it committed, with the original's namespace id: the one place an audit trail of the
-/// import's actions hooks in.
-fn acted(action: &'static str, original: Uuid) {
-    tracing::debug!(action, original = %original, "import-original changed a namespace");
+/// Every write an import makes to a namespace (`import_namespace`, `import_changes`,
+/// `import_removal`) passes here once it committed: a line of the audit trail, with the
+/// namespace's id here and the original's.
+async fn acted(
+    trail: Option<&Trail>,
+    operation: &'static str,
+    namespace: Option<NamespaceId>,
+    original: Uuid,
+) -> Result<(), AuditError> {
+    tracing::debug!(operation, original = %original, "import-original changed a namespace");
+    match trail {
+        Some(trail) => {
+            trail
+                .action(ActionEvent {
+                    operation,
+                    namespace,
+                    original: Some(original),
+                    outcome: "done",
+                })
+                .await
+        }
+        None => Ok(()),
+    }
 }
 
 fn log_refusals(original: &OriginalNamespace, plan: &ImportPlan) {

@@ -6,7 +6,10 @@
 
 pub mod dev;
 
+use std::sync::Arc;
+
 use secrecy::{ExposeSecret as _, SecretString};
+use secrets_adapters::audit::AuditKey;
 use secrets_adapters::crypto::{Kek, OsRandom, RingEnvelope};
 use secrets_domain::SecretsService;
 use secrets_domain::ports::SecretStore;
@@ -20,6 +23,30 @@ pub struct ResolvedKeys {
     pub envelope: RingEnvelope,
     /// The accepted service tokens.
     pub tokens: Vec<SecretString>,
+    /// The audit keys.
+    pub audit: AuditKeys,
+}
+
+/// The audit keys: the one new lines are sealed and tagged with, and every one an older trail
+/// may be sealed with.
+#[derive(Debug)]
+pub struct AuditKeys {
+    /// `AUDIT_KEY`, or else the one the active KEK derives.
+    pub active: Arc<AuditKey>,
+    /// The others `audit verify` and `audit hash` try: the active KEK's (when `AUDIT_KEY` is
+    /// set, for a trail written before it was) and the retired KEKs' (a trail written before a
+    /// KEK rotation).
+    pub older: Vec<AuditKey>,
+}
+
+impl AuditKeys {
+    /// Every audit key, the active one first.
+    #[must_use]
+    pub fn all(&self) -> Vec<&AuditKey> {
+        std::iter::once(self.active.as_ref())
+            .chain(self.older.iter())
+            .collect()
+    }
 }
 
 impl std::fmt::Debug for ResolvedKeys {
@@ -27,6 +54,7 @@ impl std::fmt::Debug for ResolvedKeys {
         f.debug_struct("ResolvedKeys")
             .field("envelope", &self.envelope)
             .field("tokens", &self.tokens.len())
+            .field("audit", &self.audit.active.id())
             .finish()
     }
 }
@@ -59,6 +87,7 @@ pub fn resolve(
         mut kek,
         retired,
         mut tokens,
+        audit,
     } = keys;
     if let (Mode::Development, Backend::Sqlite(path), None, true) = (
         settings.mode,
@@ -94,8 +123,27 @@ pub fn resolve(
             variable: "KEY_ENCRYPTION_KEYS_RETIRED",
             source,
         })?;
+    let audit = audit
+        .map(|key| Kek::from_base64(key.expose_secret()))
+        .transpose()
+        .map_err(|source| StartupError::InvalidKek {
+            variable: "AUDIT_KEY",
+            source,
+        })?;
+    let mut older: Vec<AuditKey> = retired.iter().map(Kek::audit_key).collect();
+    let active_audit = match audit {
+        Some(own) => {
+            older.insert(0, active.audit_key());
+            own.as_audit_key()
+        }
+        None => active.audit_key(),
+    };
     Ok(ResolvedKeys {
         envelope: RingEnvelope::new(active, retired),
         tokens,
+        audit: AuditKeys {
+            active: Arc::new(active_audit),
+            older,
+        },
     })
 }

@@ -89,6 +89,7 @@ pub fn key_material(options: &Options) -> KeyMaterial {
             .cloned()
             .map(SecretString::from)
             .collect(),
+        audit: None,
     }
 }
 

@@ -27,6 +27,8 @@ pub enum ImportOutcome {
     /// The namespace is here as the original has it, but for the names written here since
     /// the last import, which kept this service's state.
     Imported {
+        /// The namespace here.
+        namespace: NamespaceId,
         /// Secrets written.
         written: u64,
         /// Names whose state here was kept because they were written here since the import.
@@ -121,6 +123,7 @@ where
             .await
             .map_err(|e| self.store_error(e, None))?;
         Ok(ImportOutcome::Imported {
+            namespace: id,
             written: import.secrets.len() as u64,
             kept_here: 0,
         })
@@ -197,6 +200,7 @@ where
             {
                 Applied::Applied => {
                     return Ok(ImportOutcome::Imported {
+                        namespace: update.namespace,
                         written: update.upserts.len() as u64,
                         kept_here,
                     });
@@ -429,13 +433,14 @@ mod tests {
         let service = service();
         let ns = original(1, &[("A", "1"), ("B", "2")]);
         let outcome = import(&service, &ns).await;
-        assert_eq!(
+        assert!(matches!(
             outcome,
             ImportOutcome::Imported {
                 written: 2,
-                kept_here: 0
+                kept_here: 0,
+                ..
             }
-        );
+        ));
         assert_eq!(
             read(&service, &key()).await,
             pairs(&[("A", "1"), ("B", "2")])
@@ -504,13 +509,14 @@ mod tests {
         // Meanwhile in the original: A changed, B and D changed, C deleted, F added.
         let changed = original(2, &[("A", "1b"), ("B", "2b"), ("D", "4b"), ("F", "6")]);
         let outcome = import(&service, &changed).await;
-        assert_eq!(
+        assert!(matches!(
             outcome,
             ImportOutcome::Imported {
                 written: 2,
-                kept_here: 3
+                kept_here: 3,
+                ..
             }
-        );
+        ));
         assert_eq!(
             read(&service, &key()).await,
             pairs(&[("A", "1b"), ("B", "here"), ("E", "new here"), ("F", "6")])
@@ -524,13 +530,14 @@ mod tests {
             VerifyOutcome::Matches { changed_here: 3 }
         );
         // Unchanged again: a third run writes nothing.
-        assert_eq!(
+        assert!(matches!(
             import(&service, &changed).await,
             ImportOutcome::Imported {
                 written: 0,
-                kept_here: 3
+                kept_here: 3,
+                ..
             }
-        );
+        ));
     }
 
     #[tokio::test]
