@@ -21,7 +21,7 @@ use secrets_api::import::{self, ImportOptions, Target};
 use secrets_api::keys::Purpose;
 use secrets_api::progress::Console;
 use secrets_api::settings::{Backend, Mode};
-use secrets_api::startup::{self, Service};
+use secrets_api::startup;
 use secrets_api::{Application, KeyMaterial, Settings, StartupError, keys, rotate};
 use secrets_domain::import::ImportStore;
 
@@ -270,8 +270,9 @@ async fn run_on<S: Store + ImportStore>(
         }
         Command::Check => {
             // `check` answers whether `serve` would start, so it wants what `serve` wants,
-            // service tokens included, and reads what it reads: the listener's TLS files and
-            // the audit sink.
+            // service tokens included, and reads what it reads, in the same order: the keys,
+            // the listener's TLS files, the audit sink, then the store.
+            let keys = keys::resolve(&settings, keys, Purpose::Serving)?;
             if let Some(tls) = settings.server.tls() {
                 secrets_api::tls::server_config(&tls).map_err(StartupError::Tls)?;
             }
@@ -282,7 +283,8 @@ async fn run_on<S: Store + ImportStore>(
             {
                 AuditLog::check(&sink).map_err(|e| StartupError::Audit(e.to_string()))?;
             }
-            checked_service::<S>(location, &settings, keys, Purpose::Serving).await?;
+            let store: S = startup::open(location, &settings).await?;
+            startup::checked_service(store, keys, &settings).await?;
             println!("configuration and key-encryption keys check out");
             Ok(())
         }
@@ -419,18 +421,6 @@ async fn import_original<S: Store + ImportStore>(
         0 => Ok(()),
         n => Err(Failure::ImportIncomplete(n)),
     }
-}
-
-/// The use cases over the store at `location`, with the configured keys checked against it.
-async fn checked_service<S: Store>(
-    location: &S::Location,
-    settings: &Settings,
-    keys: KeyMaterial,
-    purpose: Purpose,
-) -> Result<Service<S>, StartupError> {
-    let keys = keys::resolve(settings, keys, purpose)?;
-    let store = startup::open(location, settings).await?;
-    startup::checked_service(store, keys, settings).await
 }
 
 /// `audit verify` and `audit hash`: they need the keys, not the store.

@@ -79,7 +79,13 @@ const INTERNAL: Row = Row {
 };
 const UNAVAILABLE: Row = Row {
     status: 503,
-    description: "`unavailable`: the store cannot be reached; retry later.",
+    description: "`unavailable`: the store cannot be reached; `audit_unavailable`: the request \
+        could not be recorded in the audit trail, so it was not answered. Retry later.",
+};
+const AUDIT_UNAVAILABLE: Row = Row {
+    status: 503,
+    description: "`audit_unavailable`: the request could not be recorded in the audit trail, so \
+        it was not answered; retry later.",
 };
 
 fn rows(schema: &str, rows: &[Row]) -> BTreeMap<String, RefOr<Response>> {
@@ -141,7 +147,7 @@ response_set!(
 );
 response_set!(
     /// An operation behind the service token that touches no store.
-    TokenErrors: UNAUTHORIZED
+    TokenErrors: UNAUTHORIZED, AUDIT_UNAVAILABLE
 );
 response_set!(
     /// An operation without a token that asks the store.
@@ -166,5 +172,5 @@ response_set!(
 );
 response_set!(
     /// An original route behind the service token that touches no store.
-    OriginalTokenErrors(OriginalErrorBody::name()): UNAUTHORIZED
+    OriginalTokenErrors(OriginalErrorBody::name()): UNAUTHORIZED, AUDIT_UNAVAILABLE
 );

@@ -8,6 +8,8 @@
 //! (`FAULTS_CRASH_ROUNDS`, `FAULTS_OUTAGES`, `FAULTS_LIMIT_RACES`); `make test` a short one.
 
 // A test crate's root looks for modules beside it, hence the paths.
+#[path = "faults/audit.rs"]
+mod audit;
 #[path = "common/mod.rs"]
 mod common;
 #[path = "faults/crash.rs"]

@@ -122,6 +122,14 @@ impl Target {
         }
     }
 
+    /// The audit trail of the runs and the service on this target.
+    fn audit_file(&self) -> std::path::PathBuf {
+        match self {
+            Self::Postgres(db) => db.audit_file(),
+            Self::Sqlite(dir) => dir.0.join("audit.log"),
+        }
+    }
+
     /// Rows of this service's tables, to tell that a run wrote nothing.
     fn counts_sql() -> &'static str {
         "SELECT (SELECT count(*) FROM namespaces), (SELECT count(*) FROM secrets), \
@@ -165,6 +173,10 @@ fn env(original: &Original, target: &Target, secret: &str) -> Vec<(&'static str,
         ("ORIGINAL_DATABASE_URL", original.db.url().to_owned()),
         ("SECRETS__STORAGE__POOL_SIZE", "4".to_owned()),
         ("SECRETS__LOG__FORMAT", "json".to_owned()),
+        (
+            "SECRETS__AUDIT__PATH",
+            target.audit_file().display().to_string(),
+        ),
     ]
 }
 
@@ -222,6 +234,10 @@ async fn serve(target: &Target) -> (String, actix_web::dev::ServerHandle) {
         ("SECRETS__SERVER__WORKERS".into(), "2".into()),
         ("SECRETS__STORAGE__POOL_SIZE".into(), "4".into()),
         ("SECRETS__COMPAT__ORIGINAL_ROUTES".into(), "true".into()),
+        (
+            "SECRETS__AUDIT__PATH".into(),
+            target.audit_file().display().to_string(),
+        ),
     ]);
     let settings = Settings::load(None, &env).expect("settings");
     let keys = KeyMaterial {
@@ -333,6 +349,19 @@ async fn import_into(target: Target, n: usize) {
         }
     }
     assert!(!log.contains(fixture::SECRET));
+    // One audit line per namespace imported, naming it here and in the original.
+    let trail = std::fs::read_to_string(target.audit_file()).expect("the audit trail");
+    let imported: Vec<Value> = trail
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).expect("a JSON line"))
+        .filter(|line| line["operation"] == "import_namespace")
+        .collect();
+    assert_eq!(imported.len(), n, "import lines");
+    assert!(
+        imported
+            .iter()
+            .all(|line| line["namespace"].is_string() && line["original"].is_string())
+    );
 
     let (address, server) = serve(&target).await;
     assert_every_secret(&address, &original.namespaces).await;

@@ -12,6 +12,9 @@
 //! The keys and the token are configured explicitly: with none configured, a development
 //! instance prints its generated token on purpose (SPEC 6), and that banner is not a log line.
 //!
+//! The audit trail is searched the same way: on the embedded store it is the file beside the
+//! database, on PostgreSQL it goes to standard output, with the logs on standard error.
+//!
 //! This is a test binary of its own so that nothing else runs in the process under test; it
 //! runs once on the embedded store with text logs and once on PostgreSQL with JSON logs.
 
@@ -463,7 +466,12 @@ async fn exercise_original(caller: &Caller<'_>, needles: &mut Needles) {
 }
 
 /// Runs the whole exercise against a binary started with `env` and checks its output.
-async fn run(mut env: Vec<(&'static str, String)>, json_logs: bool, db: Option<&TestDatabase>) {
+async fn run(
+    mut env: Vec<(&'static str, String)>,
+    json_logs: bool,
+    db: Option<&TestDatabase>,
+    audit_file: Option<&std::path::Path>,
+) {
     let mut needles = Needles::default();
     let kek = needles.add(generate_kek());
     let token = needles.add(format!("redaction-token-{}", uuid::Uuid::new_v4().simple()));
@@ -527,15 +535,28 @@ async fn run(mut env: Vec<(&'static str, String)>, json_logs: bool, db: Option<&
     let expected: BTreeSet<String> = ROUTES.iter().map(|r| (*r).to_owned()).collect();
     assert_eq!(routes, expected, "request lines by route template");
 
-    for (secret, form) in needles.encodings() {
-        assert!(
-            !output.contains(&form),
-            "the output holds a secret ({secret:?} as {form:?}) at line:\n{}",
-            output
-                .lines()
-                .find(|l| l.contains(&form))
-                .unwrap_or_default()
-        );
+    // The audit trail: a line for every request but the probes, none of them with a secret.
+    let trail = match audit_file {
+        Some(file) => std::fs::read_to_string(file).expect("the audit file"),
+        None => output
+            .lines()
+            .filter(|line| line.starts_with(r#"{"v":1,"#))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    };
+    let requests = trail
+        .lines()
+        .filter(|line| line.contains(r#""type":"request""#))
+        .count();
+    assert!(requests > 40, "{requests} request lines in the audit trail");
+    for (name, text) in [("the output", &output), ("the audit trail", &trail)] {
+        for (secret, form) in needles.encodings() {
+            assert!(
+                !text.contains(&form),
+                "{name} holds a secret ({secret:?} as {form:?}) at line:\n{}",
+                text.lines().find(|l| l.contains(&form)).unwrap_or_default()
+            );
+        }
     }
 }
 
@@ -544,7 +565,13 @@ async fn run(mut env: Vec<(&'static str, String)>, json_logs: bool, db: Option<&
 async fn at_trace_level_nothing_secret_is_printed_with_the_embedded_store_and_text_logs() {
     let dir = std::env::temp_dir().join(format!("secrets-redaction-{}", uuid::Uuid::new_v4()));
     let url = format!("sqlite://{}", dir.join("secrets.db").display());
-    run(vec![("DATABASE_URL", url)], false, None).await;
+    run(
+        vec![("DATABASE_URL", url)],
+        false,
+        None,
+        Some(&dir.join("audit.log")),
+    )
+    .await;
     drop(std::fs::remove_dir_all(&dir));
 }
 
@@ -552,5 +579,14 @@ async fn at_trace_level_nothing_secret_is_printed_with_the_embedded_store_and_te
 #[tokio::test]
 async fn at_trace_level_nothing_secret_is_printed_with_postgresql_and_json_logs() {
     let db = TestDatabase::create().await;
-    run(vec![("DATABASE_URL", db.url().to_owned())], true, Some(&db)).await;
+    run(
+        vec![
+            ("DATABASE_URL", db.url().to_owned()),
+            ("SECRETS__AUDIT__SINK", "stdout".to_owned()),
+        ],
+        true,
+        Some(&db),
+        None,
+    )
+    .await;
 }

@@ -74,6 +74,12 @@ impl TestDatabase {
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// A file for the audit trail of a service on this database, removed with it.
+    #[must_use]
+    pub fn audit_file(&self) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("{}.audit.log", self.name))
+    }
 }
 
 impl Drop for TestDatabase {
@@ -81,6 +87,7 @@ impl Drop for TestDatabase {
         // Drop may run inside a runtime (a test's) or outside one, so the clean-up gets a thread
         // and a small runtime of its own, and this waits for it: the database is gone when the
         // test ends.
+        drop(std::fs::remove_file(self.audit_file()));
         let admin_url = self.admin_url.clone();
         let name = self.name.clone();
         let cleanup = std::thread::spawn(move || {

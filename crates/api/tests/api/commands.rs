@@ -17,9 +17,12 @@ fn printed(output: &Output) -> String {
     )
 }
 
+/// Runs the binary with `env`, the audit trail off unless `env` turns it on (the trail's own
+/// commands are tested in `audit.rs`).
 fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
     binary()
         .args(args)
+        .env("SECRETS__AUDIT__SINK", "off")
         .envs(env.iter().copied())
         .output()
         .expect("runs")

@@ -69,6 +69,10 @@ pub fn settings_for(db: &TestDatabase, extra: &[(&'static str, String)]) -> Sett
         ("SECRETS__SERVER__WORKERS".into(), "2".into()),
         ("SECRETS__STORAGE__POOL_SIZE".into(), "4".into()),
         ("SECRETS__SERVER__SHUTDOWN_TIMEOUT_SECS".into(), "1".into()),
+        (
+            "SECRETS__AUDIT__PATH".into(),
+            db.audit_file().display().to_string(),
+        ),
     ]);
     env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
     Settings::load(None, &env).expect("test settings load")

@@ -5,6 +5,7 @@
 // satisfy a line count would hide the story.
 #![allow(clippy::too_many_lines)]
 
+mod audit;
 mod commands;
 #[path = "../common/mod.rs"]
 mod common;

@@ -369,8 +369,22 @@ async fn write_and_create(
     }
 }
 
-/// Runs a command of the binary to its end, off the async threads.
-async fn run_command(env: Vec<(String, String)>, args: &[&str]) -> std::process::Output {
+/// The audit trail the commands of a test write to.
+fn commands_trail(scratch: &Scratch) -> std::path::PathBuf {
+    scratch.path().join("commands.audit.log")
+}
+
+/// Runs a command of the binary to its end, off the async threads, its audit trail in
+/// [`commands_trail`].
+async fn run_command(
+    scratch: &Scratch,
+    mut env: Vec<(String, String)>,
+    args: &[&str],
+) -> std::process::Output {
+    env.push((
+        "SECRETS__AUDIT__PATH".to_owned(),
+        commands_trail(scratch).display().to_string(),
+    ));
     let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
     tokio::task::spawn_blocking(move || {
         binary(&env).args(&args).output().expect("the command runs")
@@ -408,7 +422,7 @@ async fn seed_under_the_old_kek(scratch: &Scratch, db: &TestDatabase) -> Vec<Str
 /// a replica that knows only the new key reads every seeded secret.
 async fn assert_all_under_the_new_kek(scratch: &Scratch, db: &TestDatabase, keys: &[String]) {
     let new_only = service_env(db.url(), &[("KEY_ENCRYPTION_KEY", NEW_KEK.to_owned())]);
-    let check = run_command(new_only.clone(), &["check"]).await;
+    let check = run_command(scratch, new_only.clone(), &["check"]).await;
     assert!(
         check.status.success(),
         "{}",
@@ -492,7 +506,12 @@ async fn rotate_kek_runs_while_three_replicas_serve_without_a_client_seeing_an_e
     }
     // Small batches, so that the run takes many transactions while the clients keep going.
     let served_before = served.load(Ordering::Relaxed);
-    let rotation = run_command(both.clone(), &["rotate-kek", "--batch-size", "25"]).await;
+    let rotation = run_command(
+        &scratch,
+        both.clone(),
+        &["rotate-kek", "--batch-size", "25"],
+    )
+    .await;
     let served_during = served.load(Ordering::Relaxed) - served_before;
     let stdout = String::from_utf8_lossy(&rotation.stdout);
     assert!(
@@ -504,6 +523,14 @@ async fn rotate_kek_runs_while_three_replicas_serve_without_a_client_seeing_an_e
         stdout.contains(&format!("re-wrapped: {ROTATED_SEEDED},")) && stdout.contains("failed: 0"),
         "{stdout}"
     );
+    // Each data key re-wrapped is one line of the audit trail.
+    let trail = std::fs::read_to_string(commands_trail(&scratch)).expect("the trail");
+    let rewrapped = trail
+        .lines()
+        .filter(|line| line.contains(r#""operation":"rewrap_data_key""#))
+        .filter(|line| line.contains(r#""outcome":"done""#))
+        .count();
+    assert_eq!(rewrapped, ROTATED_SEEDED, "rewrap lines");
     stop.store(true, Ordering::Relaxed);
     for client in clients {
         client.await.expect("a client saw an error");

@@ -158,7 +158,16 @@ impl Node {
             STARTS.fetch_add(1, Ordering::Relaxed)
         ));
         let file = File::create(&log).expect("create the log file");
-        let child = binary(env)
+        // Every node keeps an audit trail, in a file of its own unless the test names one.
+        let mut env = env.to_vec();
+        if !env.iter().any(|(k, _)| k.starts_with("SECRETS__AUDIT__")) {
+            let trail = log.with_extension("audit.log");
+            env.push((
+                "SECRETS__AUDIT__PATH".to_owned(),
+                trail.display().to_string(),
+            ));
+        }
+        let child = binary(&env)
             .arg("serve")
             .stdout(file.try_clone().expect("log file handle"))
             .stderr(file)
