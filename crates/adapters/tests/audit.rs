@@ -303,13 +303,14 @@ async fn a_full_sink_refuses_lines_and_the_trail_recovers_by_itself() {
 
 #[test]
 fn a_sink_that_cannot_be_opened_stops_start_up_naming_it() {
-    let error = AuditLog::open(
-        &Sink::File(PathBuf::from("/nonexistent-dir/audit.log")),
-        shared_key(),
-        "test",
-    )
-    .expect_err("no such directory");
+    let dir = Dir::new();
+    // A folder that cannot be made: its parent is a file.
+    let file = dir.file("a-file");
+    std::fs::write(&file, "").expect("a file");
+    let path = file.join("audit.log");
+    let error = AuditLog::open(&Sink::File(path.clone()), shared_key(), "test")
+        .expect_err("no folder can be made under a file");
     let message = error.to_string();
-    assert!(message.contains("/nonexistent-dir/audit.log"), "{message}");
-    assert!(message.contains("No such file"), "{message}");
+    assert!(message.contains(&path.display().to_string()), "{message}");
+    assert!(message.contains("File exists"), "{message}");
 }
