@@ -80,6 +80,11 @@ def main():
     at_least("SQLite READ / OpenBao-raft READ", ratio(rps("svc-sqlite", "READ"), rps("bao-raft", "READ")), 3)
     at_least("SQLite WRITE / OpenBao-raft WRITE (synchronous=FULL)",
              ratio(rps("svc-sqlite", "WRITE"), rps("bao-raft", "WRITE")), 2)
+    for system, store in (("svc-pg", "PostgreSQL"), ("svc-sqlite", "SQLite")):
+        for workload in ("READ", "WRITE"):
+            at_least(f"{store} {workload} with the audit trail / without it",
+                     ratio(rps(f"{system} audit=file", workload), rps(f"{system} audit=off", workload)),
+                     0.8)
     at_most("PostgreSQL READ p99", get("svc-pg", "READ", "p99_ms"), 10, "ms")
     at_most("SQLite READ p99", get("svc-sqlite", "READ", "p99_ms"), 10, "ms")
 
@@ -133,6 +138,13 @@ def main():
                        f"({fmt(cpu_cond / cpu_full, 2)}x)")
             info.append(f"- {system}: conditional READ (every answer 304) is {fmt(cond / full, 2)}x "
                         f"the requests/s of the full READ ({fmt(cond)} vs {fmt(full)}){cpu}")
+    for system in ("svc-pg", "svc-sqlite"):
+        for workload in ("READ", "WRITE"):
+            on, off = f"{system} audit=file", f"{system} audit=off"
+            cpu_on, cpu_off = get(on, workload, "cpu_us_per_req"), get(off, workload, "cpu_us_per_req")
+            if cpu_on and cpu_off:
+                info.append(f"- {system} {workload}: server CPU {fmt(cpu_on)} us per request with the "
+                            f"audit trail, {fmt(cpu_off)} without ({fmt(cpu_on / cpu_off, 2)}x)")
     if info:
         print("Context:\n")
         print("\n".join(info))

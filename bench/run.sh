@@ -10,6 +10,9 @@
 #   READ    GET a random namespace among N, each holding SECRETS secrets of VALUE_BYTES bytes
 #   READ-304  (this service only) the same GET with If-None-Match holding the namespace's
 #           current ETag: every answer is 304, measured right after READ, before any write
+# This service runs with its audit trail on (a file, one line per request synced before the
+# answer), as in production; READ and WRITE are then measured again with the trail off and on,
+# one right after the other, for the ratio of the trail's cost.
 #   WRITE   update one existing secret of a random namespace
 #   CREATE  create a namespace (OpenBao: a new KV path)
 #   HEALTH  the HTTP stack alone (GET /healthz, GET /v1/sys/health)
@@ -145,6 +148,10 @@ stop_server() {
     kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
   fi
   wait "$pid" 2>/dev/null || true
+  if [[ -f "$WORK/audit.log" ]]; then
+    echo "audit trail: $(wc -l <"$WORK/audit.log") lines, $(du -h "$WORK/audit.log" | cut -f1)" >>"$OUT/server-$SERVER_LABEL.log"
+    rm -f "$WORK/audit.log"
+  fi
   # The service logs one line per request: keep the start and the end of the log, not all of it.
   if [[ -f "$WORK/server.log" ]]; then
     { head -n 30 "$WORK/server.log"; echo "[... $(wc -l <"$WORK/server.log") lines in all ...]"
@@ -181,13 +188,16 @@ wait_http() { # url, expected code, seconds
   return 1
 }
 
-# start_svc LABEL DATABASE_URL KEK [POOL_SIZE]
+# start_svc LABEL DATABASE_URL KEK [POOL_SIZE]; SVC_AUDIT=off turns the audit trail off (it is a
+# file in WORK otherwise, removed when the server stops).
 start_svc() {
   local label="$1" url="$2" kek="$3" pool="${4:-$POOL_SIZE}"
   port_busy "$SVC_PORT" && die "port $SVC_PORT is in use by a process this script did not start"
+  rm -f "$WORK/audit.log"
   KEY_ENCRYPTION_KEY="$kek" SERVICE_AUTH_TOKENS="$TOKEN" DATABASE_URL="$url" \
     SECRETS__MODE=production SECRETS__SERVER__BIND="$HOST:$SVC_PORT" \
     SECRETS__STORAGE__POOL_SIZE="$pool" \
+    SECRETS__AUDIT__SINK="${SVC_AUDIT:-file}" SECRETS__AUDIT__PATH="$WORK/audit.log" \
     "$BIN" serve >"$WORK/server.log" 2>&1 &
   SERVER_PID=$!
   SERVER_LABEL="$label"
@@ -353,6 +363,18 @@ svc_suite() { # SYSTEM KEYS_FILE ETAGS_FILE
   measure "$system" HEALTH "$base/healthz" ""
 }
 
+# audit_ab SYSTEM URL KEK KEYS_FILE [POOL_SIZE]: READ and WRITE with the audit trail off, then on,
+# each on a fresh server, one right after the other (report.py divides on by off).
+audit_ab() {
+  local system="$1" url="$2" kek="$3" keys="$4" pool="${5:-$POOL_SIZE}" audit base="http://$HOST:$SVC_PORT"
+  for audit in off file; do
+    SVC_AUDIT="$audit" start_svc "$system-audit-$audit" "$url" "$kek" "$pool"
+    KEYS_FILE="$keys" measure "$system audit=$audit" READ "$base/namespaces" svc_read.lua
+    KEYS_FILE="$keys" measure "$system audit=$audit" WRITE "$base/namespaces" svc_write.lua
+    stop_server
+  done
+}
+
 run_svc_pg() {
   log "=== this service on PostgreSQL ==="
   recreate_db "$DB_SVC"
@@ -363,6 +385,7 @@ run_svc_pg() {
   want_profile && profile svc-pg-READ "$WORK/keys-svc-pg.txt" svc_read.lua
   svc_suite svc-pg "$WORK/keys-svc-pg.txt" "$WORK/etags-svc-pg.txt"
   stop_server
+  audit_ab svc-pg "$(pg_url "$DB_SVC")" "$KEK" "$WORK/keys-svc-pg.txt"
   SERVER_DB=""
   # PostgreSQL alone, running the service's read statement on the same data.
   psql_db "$DB_SVC" >/dev/null <<'SQL'
@@ -386,6 +409,8 @@ run_svc_sqlite() {
   want_profile && profile svc-sqlite-WRITE "$WORK/keys-svc-sqlite.txt" svc_write.lua
   svc_suite svc-sqlite "$WORK/keys-svc-sqlite.txt" "$WORK/etags-svc-sqlite.txt"
   stop_server
+  audit_ab svc-sqlite "sqlite://$SQLITE_DIR/secrets.db" "$KEK" "$WORK/keys-svc-sqlite.txt" \
+    "$SQLITE_POOL_SIZE"
   # SQLite keeps a page cache per connection: the pool size is what the server's memory follows.
   local pool
   for pool in $SQLITE_POOL_SWEEP; do

@@ -193,7 +193,13 @@ if grep -E '"level":"(WARN|ERROR)"' "$SERVICE_LOG"; then fail "the service logge
 code="$(curl -s -o /dev/null -w '%{http_code}' --cacert service-ca.crt https://secrets.internal:8443/healthz || true)"
 [[ "$code" == 000 ]] || fail "a caller without a client certificate was answered $code"
 systemctl stop secrets-service
-echo "deploy-check: passed: every command of docs/deploy.md ran; the service runs as secrets-service, on TLS both ways, and took the renewed certificate" >&2
+trail=/var/log/secrets-service/audit.log
+[[ "$(stat -c '%U %a' "$trail")" == "secrets-service 600" ]] || fail "the audit trail is not the service's own, mode 0600: $(stat -c '%U %a' "$trail")"
+grep -q '"type":"request"' "$trail" || fail "the audit trail holds no request"
+verified="$(runuser -u secrets-service -- sh -c 'set -a; . /etc/secrets-service/env; set +a; exec secrets-service audit verify "$1"' sh "$trail")" \
+  || fail "audit verify found the trail edited: $verified"
+echo "deploy-check: $verified" >&2
+echo "deploy-check: passed: every command of docs/deploy.md ran; the service runs as secrets-service, on TLS both ways, took the renewed certificate, and its audit trail verifies" >&2
 INSIDE
 chmod +x "$ROOT/deploy-check-inside.sh"
 exec chroot "$ROOT" env -i PATH="$PATH" HOME=/root TERM=dumb REPO="$REPO" INITDB="$INITDB" PG_CTL="$PG_CTL" \
