@@ -11,22 +11,32 @@
 //!
 //! # Entity tags
 //! An [`ETag`] names one state of one resource: a namespace at a revision, or one secret of it at
-//! its version. It is 24 bytes, sent as 32 characters of base64url:
+//! its version. It is 32 bytes, sent as 43 characters of base64url:
 //!
 //! ```text
-//! tag      = (revision XOR pad) || mac                      8 + 16 bytes
-//! pad      = HMAC-SHA256(access key, "secrets-service etag v1 pad" || resource)[..8]
-//! mac      = HMAC-SHA256(access key, "secrets-service etag v1 mac" || resource || revision)[..16]
+//! tag      = ((revision || seen) XOR pad) || mac            16 + 16 bytes
+//! pad      = HMAC-SHA256(access key, "secrets-service etag v2 pad" || resource)[..16]
+//! mac      = HMAC-SHA256(access key, "secrets-service etag v2 mac" || resource || revision
+//!                        || seen)[..16]
 //! resource = 0x01 || namespace id                          (a namespace)
-//!          | 0x02 || namespace id || blind index of name   (a secret)
+//!          | 0x02 || namespace id || name (UTF-8)          (a secret)
 //! revision = the revision or version, 8 bytes big-endian
+//! seen     = the namespace's revision when the tag was made, 8 bytes big-endian
 //! ```
+//!
+//! A tag names its resource's state by `revision` alone: two tags of one secret that differ only
+//! in `seen` name the same state, and every comparison ([`ETag::revision`]) is of revisions.
+//! `seen` is what lets a conditional read of one secret answer 304 without reading it: the
+//! secret's version is the revision of its namespace that last wrote it, so while the namespace
+//! is still at `seen`, nothing in it, that secret included, has changed since the tag was made
+//! ([`ETag::seen`]). For a namespace, `seen` is its revision.
 //!
 //! Why it is built so (`docs/security.md` has the same argument):
 //! - It is computed from nothing but the access key, the namespace's internal id, the secret's
-//!   blind index and a counter: no name, no value, no key material of the store, so it tells
-//!   nothing about any plaintext. It does not depend on the KEK (a KEK rotation changes no tag)
-//!   nor on anything random in a process (every replica computes the same tag).
+//!   name (from the request) and counters, under an HMAC keyed by the access key: no value, no
+//!   key material of the store, so it tells nothing about any plaintext to anyone without the
+//!   access key (who could read the secret anyway). It does not depend on the KEK (a KEK rotation
+//!   changes no tag) nor on anything random in a process (every replica computes the same tag).
 //! - It is keyed by the access key, which only the caller holds (the store keeps its SHA-256):
 //!   without it a tag cannot be made, told apart from random bytes, or decoded, not even with
 //!   the database and the logs. Tags of two namespaces are unrelated, so a tag of one never
@@ -34,8 +44,9 @@
 //! - The revision is inside, masked, so a write's precondition can be checked against the state
 //!   the store holds when it writes, inside its transaction: [`ETag::revision`] recovers it and
 //!   checks the MAC, which refuses a tag made for any other resource.
-//! - Reading a namespace's tag needs only its id and revision: the conditional read that answers
-//!   304 reads one row of the store and decrypts nothing.
+//! - Reading a namespace's tag needs only its id and revision, and so does checking a secret's
+//!   `seen`: a conditional read that answers 304 reads one row of the store, the namespace's,
+//!   and decrypts nothing, not even the data key.
 //!
 //! A namespace's tag changes when its access key is rotated: the key is part of it, as the path
 //! is part of the resource's URL.
@@ -54,8 +65,7 @@ use hmac::{Hmac, Mac as _};
 use sha2::Sha256;
 use subtle::ConstantTimeEq as _;
 
-use crate::model::{AccessKey, NamespaceId};
-use crate::ports::NameIndex;
+use crate::model::{AccessKey, NamespaceId, SecretName};
 
 /// A namespace's revision, or a secret's version: the revision of its namespace that last wrote
 /// it (see the module's doc). Always at least [`Revision::INITIAL`].
@@ -97,24 +107,26 @@ impl fmt::Display for Revision {
 pub enum Resource<'a> {
     /// A namespace, at a revision.
     Namespace(NamespaceId),
-    /// One secret of a namespace, named by its blind index, at a version.
-    Secret(NamespaceId, &'a NameIndex),
+    /// One secret of a namespace, by its name, at a version.
+    Secret(NamespaceId, &'a SecretName),
 }
 
 impl Resource<'_> {
     fn bytes(&self) -> Vec<u8> {
         match self {
             Self::Namespace(ns) => [[1u8].as_slice(), ns.as_bytes()].concat(),
-            Self::Secret(ns, index) => [[2u8].as_slice(), ns.as_bytes(), &index.0].concat(),
+            Self::Secret(ns, name) => {
+                [[2u8].as_slice(), ns.as_bytes(), name.as_str().as_bytes()].concat()
+            }
         }
     }
 }
 
 /// The length of an entity tag, in bytes.
-const ETAG_BYTES: usize = 24;
+const ETAG_BYTES: usize = 32;
 
-const PAD_LABEL: &[u8] = b"secrets-service etag v1 pad";
-const MAC_LABEL: &[u8] = b"secrets-service etag v1 mac";
+const PAD_LABEL: &[u8] = b"secrets-service etag v2 pad";
+const MAC_LABEL: &[u8] = b"secrets-service etag v2 mac";
 
 /// An entity tag: one state of one resource, opaque to everyone without the access key (see
 /// the module's doc for its construction).
@@ -122,16 +134,30 @@ const MAC_LABEL: &[u8] = b"secrets-service etag v1 mac";
 pub struct ETag([u8; ETAG_BYTES]);
 
 impl ETag {
-    /// The tag of `resource` at `revision`, for the caller holding `key`.
+    /// The tag of `resource` at `revision`, for the caller holding `key`, made when its
+    /// namespace was at that same revision (a namespace's tag, or a secret's just written).
     #[must_use]
     pub fn new(key: &AccessKey, resource: &Resource<'_>, revision: Revision) -> Self {
+        Self::seen_at(key, resource, revision, revision)
+    }
+
+    /// The tag of `resource` at `revision`, made when its namespace was at `seen` (a secret read
+    /// from a namespace at that revision).
+    #[must_use]
+    pub fn seen_at(
+        key: &AccessKey,
+        resource: &Resource<'_>,
+        revision: Revision,
+        seen: Revision,
+    ) -> Self {
         let resource = resource.bytes();
         let pad = pad(key, &resource);
         let mut tag = [0u8; ETAG_BYTES];
-        for (i, byte) in revision.0.to_be_bytes().iter().enumerate() {
+        let counters = counters(revision, seen);
+        for (i, byte) in counters.iter().enumerate() {
             tag[i] = byte ^ pad[i];
         }
-        tag[8..].copy_from_slice(&mac(key, &resource, revision));
+        tag[16..].copy_from_slice(&mac(key, &resource, &counters));
         Self(tag)
     }
 
@@ -150,15 +176,36 @@ impl ETag {
     /// `None` when it was made for anything else.
     #[must_use]
     pub fn revision(&self, key: &AccessKey, resource: &Resource<'_>) -> Option<Revision> {
+        self.open(key, resource).map(|(revision, _)| revision)
+    }
+
+    /// The revision of the namespace when this tag of `resource` was made; `None` when it was
+    /// made for anything else. While the namespace is still at it, the resource is in the state
+    /// the tag names (see the module's doc).
+    #[must_use]
+    pub fn seen(&self, key: &AccessKey, resource: &Resource<'_>) -> Option<Revision> {
+        self.open(key, resource).map(|(_, seen)| seen)
+    }
+
+    /// The tag's two counters, once its MAC checks out for `resource` under `key`.
+    fn open(&self, key: &AccessKey, resource: &Resource<'_>) -> Option<(Revision, Revision)> {
         let resource = resource.bytes();
         let pad = pad(key, &resource);
-        let mut masked = [0u8; 8];
-        for (i, byte) in masked.iter_mut().enumerate() {
+        let mut counters = [0u8; 16];
+        for (i, byte) in counters.iter_mut().enumerate() {
             *byte = self.0[i] ^ pad[i];
         }
-        let revision = Revision::new(u64::from_be_bytes(masked))?;
-        let expected = mac(key, &resource, revision);
-        bool::from(expected.ct_eq(&self.0[8..])).then_some(revision)
+        let expected = mac(key, &resource, &counters);
+        if !bool::from(expected.ct_eq(&self.0[16..])) {
+            return None;
+        }
+        let (revision, seen) = counters.split_at(8);
+        let number = |bytes: &[u8]| {
+            let mut be = [0u8; 8];
+            be.copy_from_slice(bytes);
+            Revision::new(u64::from_be_bytes(be))
+        };
+        Some((number(revision)?, number(seen)?))
     }
 }
 
@@ -189,8 +236,16 @@ fn pad(key: &AccessKey, resource: &[u8]) -> [u8; 32] {
     hmac(key, &[PAD_LABEL, resource])
 }
 
-fn mac(key: &AccessKey, resource: &[u8], revision: Revision) -> [u8; 16] {
-    let full = hmac(key, &[MAC_LABEL, resource, &revision.0.to_be_bytes()]);
+/// `revision || seen`, big-endian.
+fn counters(revision: Revision, seen: Revision) -> [u8; 16] {
+    let mut counters = [0u8; 16];
+    counters[..8].copy_from_slice(&revision.0.to_be_bytes());
+    counters[8..].copy_from_slice(&seen.0.to_be_bytes());
+    counters
+}
+
+fn mac(key: &AccessKey, resource: &[u8], counters: &[u8; 16]) -> [u8; 16] {
+    let full = hmac(key, &[MAC_LABEL, resource, counters]);
     let mut mac = [0u8; 16];
     mac.copy_from_slice(&full[..16]);
     mac
@@ -312,7 +367,7 @@ mod tests {
         let ns = Resource::Namespace(id(1));
         let tag = ETag::new(&key, &ns, rev(42));
         let text = tag.to_string();
-        assert_eq!(text.len(), 32);
+        assert_eq!(text.len(), 43);
         assert!(
             text.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
@@ -326,14 +381,14 @@ mod tests {
     #[test]
     fn a_tag_matches_no_other_resource_key_or_revision() {
         let (key, other_key) = (key(), AccessKey::parse(&"A".repeat(43)).expect("key"));
-        let index = NameIndex([7; 32]);
-        let other_index = NameIndex([8; 32]);
+        let name = SecretName::parse("A").expect("name");
+        let other_name = SecretName::parse("B").expect("name");
         let resources = [
             Resource::Namespace(id(1)),
             Resource::Namespace(id(2)),
-            Resource::Secret(id(1), &index),
-            Resource::Secret(id(1), &other_index),
-            Resource::Secret(id(2), &index),
+            Resource::Secret(id(1), &name),
+            Resource::Secret(id(1), &other_name),
+            Resource::Secret(id(2), &name),
         ];
         let mut seen = std::collections::HashSet::new();
         for (i, resource) in resources.iter().enumerate() {
@@ -357,12 +412,33 @@ mod tests {
 
     #[test]
     fn text_that_is_not_one_of_our_tags_parses_to_nothing() {
-        for text in ["", "abc", &"A".repeat(31), &"A".repeat(33), &"+".repeat(32)] {
+        for text in ["", "abc", &"A".repeat(42), &"A".repeat(44), &"+".repeat(43)] {
             assert_eq!(ETag::parse(text), None, "{text:?}");
         }
         // Well-formed but made up: it parses, and names no revision of anything.
-        let made_up = ETag::parse(&"A".repeat(32)).expect("24 bytes");
+        let made_up = ETag::parse(&"A".repeat(43)).expect("32 bytes");
         assert_eq!(made_up.revision(&key(), &Resource::Namespace(id(1))), None);
+        assert_eq!(made_up.seen(&key(), &Resource::Namespace(id(1))), None);
+    }
+
+    #[test]
+    fn a_secret_s_tag_names_its_version_and_the_namespace_s_revision_it_was_read_at() {
+        let key = key();
+        let name = SecretName::parse("DB_URL").expect("name");
+        let secret = Resource::Secret(id(1), &name);
+        let read = ETag::seen_at(&key, &secret, rev(3), rev(9));
+        assert_eq!(read.revision(&key, &secret), Some(rev(3)));
+        assert_eq!(read.seen(&key, &secret), Some(rev(9)));
+        // The same state, seen at another revision: another tag, the same version.
+        let later = ETag::seen_at(&key, &secret, rev(3), rev(12));
+        assert_ne!(later, read);
+        assert_eq!(later.revision(&key, &secret), Some(rev(3)));
+        // A namespace's tag was made at its own revision.
+        let ns = Resource::Namespace(id(1));
+        assert_eq!(ETag::new(&key, &ns, rev(5)).seen(&key, &ns), Some(rev(5)));
+        // The name is part of the resource: the tag is no other secret's.
+        let other = SecretName::parse("DB_URL2").expect("name");
+        assert_eq!(read.seen(&key, &Resource::Secret(id(1), &other)), None);
     }
 
     type Case = (

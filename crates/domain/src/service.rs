@@ -25,7 +25,7 @@
 use std::collections::HashSet;
 
 use crate::error::{Error, KeyCheckError};
-use crate::etag::{Condition, ETag, Failed, Resource, Revision};
+use crate::etag::{Condition, ETag, Failed, Resource, Revision, Tags};
 use crate::model::{
     AccessKey, AccessKeyHash, BulkCount, KeyId, KeyInfo, Limits, NamespaceId, Secret, SecretName,
     SecretValue,
@@ -250,7 +250,8 @@ where
         if !condition.is_none() {
             let (id, revision) = self.find_revision(&hash).await?;
             let resource = Resource::Namespace(id);
-            if let Some(answer) = check_read(key, condition, &resource, revision, id)? {
+            let current = ETag::new(key, &resource, revision);
+            if let Some(answer) = check_read(key, condition, &resource, revision, current)? {
                 return Ok(answer);
             }
         }
@@ -263,9 +264,8 @@ where
         // The namespace may have moved on since the lookup: what is answered is checked
         // against the state it was read in.
         let resource = Resource::Namespace(namespace.id);
-        if let Some(answer) =
-            check_read(key, condition, &resource, namespace.revision, namespace.id)?
-        {
+        let current = ETag::new(key, &resource, namespace.revision);
+        if let Some(answer) = check_read(key, condition, &resource, namespace.revision, current)? {
             return Ok(answer);
         }
         let keys = self.unwrap(&namespace)?;
@@ -290,10 +290,9 @@ where
     ) -> Result<Tagged<Upserted>, Error> {
         let (namespace, keys) = self.open_checking(key, value.len()).await?;
         let sealed = seal(&keys, namespace.id, name, value)?;
-        let index = sealed.index;
         let resource = match target {
             Target::Namespace => Resource::Namespace(namespace.id),
-            Target::Secret => Resource::Secret(namespace.id, &index),
+            Target::Secret => Resource::Secret(namespace.id, name),
         };
         let condition = condition.map(|tag| tag.revision(key, &resource));
         let guard = match target {
@@ -324,9 +323,10 @@ where
     }
 
     /// One secret with its metadata, tagged with the secret's entity tag. With `If-None-Match`
-    /// naming the secret's current version it answers [`Conditional::NotModified`] and opens
-    /// neither name nor value. (The data key is still unwrapped: the secret is found by its
-    /// name's blind index, whose key derives from the data key.)
+    /// naming the secret's current version it answers [`Conditional::NotModified`]: when one of
+    /// the tags was made while the namespace was at the revision it is still at, after one
+    /// lookup of the namespace's revision, reading no secret and unwrapping nothing (see
+    /// [`crate::etag`]); otherwise after reading the secret, opening neither name nor value.
     #[tracing::instrument(level = "debug", skip_all, fields(ns))]
     pub async fn get_secret(
         &self,
@@ -334,6 +334,20 @@ where
         name: &SecretName,
         condition: &Condition<ETag>,
     ) -> Result<Tagged<Conditional<Secret>>, Error> {
+        if let (None, Some(Tags::List(tags))) = (&condition.if_match, &condition.if_none_match) {
+            let (id, revision) = self.find_revision(&key.hash()).await?;
+            let resource = Resource::Secret(id, name);
+            if let Some(tag) = tags
+                .iter()
+                .find(|tag| tag.seen(key, &resource) == Some(revision))
+            {
+                return Ok(Tagged {
+                    namespace: id,
+                    etag: *tag,
+                    value: Conditional::NotModified,
+                });
+            }
+        }
         let (namespace, keys) = self.open(key).await?;
         let index = keys.name_index(name);
         let stored = self
@@ -344,14 +358,15 @@ where
             .ok_or(Error::SecretNotFound {
                 namespace: namespace.id,
             })?;
-        let resource = Resource::Secret(namespace.id, &index);
-        if let Some(answer) = check_read(key, condition, &resource, stored.version, namespace.id)? {
+        let resource = Resource::Secret(namespace.id, name);
+        let etag = ETag::seen_at(key, &resource, stored.version, namespace.revision);
+        if let Some(answer) = check_read(key, condition, &resource, stored.version, etag)? {
             return Ok(answer);
         }
         let (name, value) = open_one(&keys, namespace.id, &stored)?;
         Ok(Tagged {
             namespace: namespace.id,
-            etag: ETag::new(key, &resource, stored.version),
+            etag,
             value: Conditional::Read(Secret {
                 name,
                 value,
@@ -372,7 +387,7 @@ where
     ) -> Result<NamespaceId, Error> {
         let (namespace, keys) = self.open(key).await?;
         let index = keys.name_index(name);
-        let resource = Resource::Secret(namespace.id, &index);
+        let resource = Resource::Secret(namespace.id, name);
         let guard = Guard {
             secret: condition.map(|tag| tag.revision(key, &resource)),
             ..Guard::default()
@@ -647,14 +662,17 @@ fn check_read<T>(
     condition: &Condition<ETag>,
     resource: &Resource<'_>,
     revision: Revision,
-    namespace: NamespaceId,
+    current: ETag,
 ) -> Result<Option<Tagged<Conditional<T>>>, Error> {
+    let namespace = match resource {
+        Resource::Namespace(id) | Resource::Secret(id, _) => *id,
+    };
     let condition = condition.map(|tag| tag.revision(key, resource));
     match condition.check(Some(&revision)) {
         Ok(()) => Ok(None),
         Err(Failed::IfNoneMatch) => Ok(Some(Tagged {
             namespace,
-            etag: ETag::new(key, resource, revision),
+            etag: current,
             value: Conditional::NotModified,
         })),
         Err(Failed::IfMatch) => Err(Error::PreconditionFailed { namespace }),
@@ -1181,6 +1199,76 @@ mod tests {
         assert_eq!((read.namespace, read.etag), (id, current));
         let listed = service.list_keys(&key, &condition).await.expect("list");
         assert!(matches!(listed.value, Conditional::NotModified));
+    }
+
+    #[tokio::test]
+    async fn an_unchanged_secret_is_not_modified_after_one_lookup_of_its_namespace() {
+        let random = CountingRandom::default();
+        let id = NamespaceId::generate(&random).expect("id");
+        let key = AccessKey::generate(&random).expect("key");
+        let name = name("DB_URL");
+        let resource = Resource::Secret(id, &name);
+        let revision = Revision::new(9).expect("revision");
+        // Read when the namespace was at 9; the secret was last written at 4.
+        let current = ETag::seen_at(&key, &resource, Revision::new(4).expect("v"), revision);
+        let mut store = MockSecretStore::new();
+        store
+            .expect_find_revision()
+            .times(1)
+            .returning(move |_| Ok(Some((id, revision))));
+        store.expect_find_namespace().never();
+        store.expect_get_secret().never();
+        let mut envelope = crate::ports::MockEnvelope::new();
+        envelope.expect_open_data_key().never();
+        let service = SecretsService::new(store, envelope, random, Limits::default());
+        let condition = Condition {
+            if_match: None,
+            if_none_match: Some(Tags::List(vec![current])),
+        };
+        let read = service
+            .get_secret(&key, &name, &condition)
+            .await
+            .expect("read");
+        assert!(matches!(read.value, Conditional::NotModified));
+        assert_eq!((read.namespace, read.etag), (id, current));
+    }
+
+    #[tokio::test]
+    async fn a_secret_read_after_another_write_is_not_modified_when_it_did_not_change() {
+        let service = service();
+        let key = service.new_namespace().await.expect("created");
+        service
+            .put(&key, &name("A"), &value("1"))
+            .await
+            .expect("put");
+        let first = service
+            .get_secret(&key, &name("A"), &Condition::default())
+            .await
+            .expect("read");
+        // Another secret is written: the namespace moves on, A does not.
+        service
+            .put(&key, &name("B"), &value("2"))
+            .await
+            .expect("put");
+        let condition = Condition {
+            if_match: None,
+            if_none_match: Some(Tags::List(vec![first.etag])),
+        };
+        let again = service
+            .get_secret(&key, &name("A"), &condition)
+            .await
+            .expect("read");
+        assert!(matches!(again.value, Conditional::NotModified));
+        // Now A changes: the old tag no longer holds.
+        service
+            .put(&key, &name("A"), &value("3"))
+            .await
+            .expect("put");
+        let changed = service
+            .get_secret(&key, &name("A"), &condition)
+            .await
+            .expect("read");
+        assert!(matches!(changed.value, Conditional::Read(_)));
     }
 
     #[tokio::test]

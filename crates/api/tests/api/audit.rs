@@ -656,3 +656,87 @@ async fn audit_verify_names_an_edited_line_and_audit_hash_finds_a_key_and_a_name
         "{report}"
     );
 }
+
+#[tokio::test]
+async fn a_stuck_sink_never_hangs_a_request_and_the_trail_recovers_when_it_drains() {
+    use std::io::Read as _;
+    let dir = TempDir::new();
+    let log = dir.0.join("service.log");
+    // Standard output is a pipe nobody reads yet: once its buffer is full, the writer blocks.
+    let mut child = binary()
+        .arg("serve")
+        .env("DATABASE_URL", dir.url())
+        .env("KEY_ENCRYPTION_KEY", TEST_KEK)
+        .env("SERVICE_AUTH_TOKENS", TOKEN)
+        .env("SECRETS__SERVER__BIND", "127.0.0.1:0")
+        .env("SECRETS__AUDIT__SINK", "stdout")
+        .env("SECRETS__AUDIT__TIMEOUT_MS", "300")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("starts");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let port = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(port) = text.lines().find_map(crate::common::listening_port) {
+            break port;
+        }
+        assert!(Instant::now() < deadline, "did not start:\n{text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let address = format!("http://127.0.0.1:{port}");
+    let client = Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    let read = || async {
+        let started = Instant::now();
+        let response = client
+            .get(format!("{address}/metrics"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("answered, never hung");
+        (response.status(), started.elapsed())
+    };
+    let mut answered = 0;
+    let refused_after = loop {
+        let (status, took) = read().await;
+        if status == 503 {
+            break took;
+        }
+        assert_eq!(status, 200);
+        answered += 1;
+        assert!(answered < 5_000, "the pipe never filled");
+    };
+    assert!(answered > 10, "{answered} answered before the pipe filled");
+    assert!(
+        refused_after < Duration::from_secs(3),
+        "a stuck sink held a request for {refused_after:?}"
+    );
+    // Refused at once while the trail is stuck, without waiting on it.
+    let (status, took) = read().await;
+    assert_eq!(status, 503);
+    assert!(took < Duration::from_secs(1), "{took:?}");
+
+    // The pipe drains: the trail recovers by itself.
+    let mut stdout = child.stdout.take().expect("stdout");
+    let drained = std::thread::spawn(move || {
+        let mut text = String::new();
+        drop(stdout.read_to_string(&mut text));
+        text
+    });
+    ready_becomes(&client, &address, 200).await;
+    let (status, _) = read().await;
+    assert_eq!(status, 200);
+    child.kill().expect("kill");
+    child.wait().expect("reaped");
+    let trail = drained.join().expect("drained");
+    let written = trail
+        .lines()
+        .filter(|l| l.contains(r#""type":"request""#))
+        .count();
+    // Every answered request's line went out, the refused ones' too once the pipe drained.
+    assert!(written > answered, "{written} lines for {answered} answers");
+}

@@ -103,7 +103,22 @@ async fn reads_carry_a_strong_etag_and_if_none_match_answers_304_with_no_body() 
         response.json::<Value>().await.expect("json"),
         json!({"A": "1", "B": "2"})
     );
-    assert_eq!(app.etag_of(&secret).await, secret_tag, "A did not change");
+    // A did not change: the tag read before still names its state (a fresh read's tag differs,
+    // made at the namespace's new revision, and names the same version).
+    let response = app
+        .conditional(Method::GET, &secret, "If-None-Match", secret_tag.clone())
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 304, "A did not change");
+    let fresh = etag(&response);
+    assert_ne!(fresh, secret_tag);
+    let response = app
+        .conditional(Method::GET, &secret, "If-None-Match", fresh)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 304);
 
     // If-Match on a read: 412 when it is not the current state.
     let response = app

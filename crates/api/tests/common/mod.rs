@@ -163,7 +163,7 @@ fn collect(
 
 /// The port in the start-up line `listening port=N` (text) or
 /// `{"message":"listening","port":N,...}` (JSON).
-fn listening_port(line: &str) -> Option<u16> {
+pub fn listening_port(line: &str) -> Option<u16> {
     if line.trim_start().starts_with('{') {
         let json: serde_json::Value = serde_json::from_str(line).ok()?;
         if json["message"] != "listening" {
