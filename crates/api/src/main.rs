@@ -51,7 +51,9 @@ Environment:
   KEY_ENCRYPTION_KEY           the active key-encryption key, base64 (see gen-key)
   KEY_ENCRYPTION_KEYS_RETIRED  older keys, comma-separated, for unwrapping only
   SERVICE_AUTH_TOKENS          accepted service tokens, comma-separated
-      each of these three also as <NAME>_FILE: a file holding the value
+  AUDIT_KEY                    the audit trail's key, base64 (see gen-key); derived from the
+                               active KEK when unset
+      each of these four also as <NAME>_FILE: a file holding the value
   DATABASE_URL                 overrides storage.url (sqlite://<path> or postgres://...)
   SECRETS_CONFIG               a configuration file, when --config is not given
   ORIGINAL_ENCRYPTION_SECRET   import-original: the original service's ENCRYPTION_SECRET
@@ -379,11 +381,8 @@ async fn import_original<S: Store + ImportStore>(
         )
         .await?
     } else {
-        let store: S = startup::open(location, settings).await?;
-        if !args.verify && settings.storage.migrate_on_start {
-            print_migrations(&store.migrate().await.map_err(StartupError::Store)?);
-        }
-        // An import serves nothing: it needs the keys, not the service tokens.
+        // An import serves nothing: it needs the keys, not the service tokens. The audit trail
+        // opens before the store is touched, as for serve.
         let keys = keys::resolve(settings, keys, Purpose::Command)?;
         let process = if args.verify {
             "import-original --verify"
@@ -391,6 +390,10 @@ async fn import_original<S: Store + ImportStore>(
             "import-original"
         };
         let trail = startup::open_trail(settings, &keys.audit.active, process)?;
+        let store: S = startup::open(location, settings).await?;
+        if !args.verify && settings.storage.migrate_on_start {
+            print_migrations(&store.migrate().await.map_err(StartupError::Store)?);
+        }
         let service = startup::checked_service(store, keys, settings).await?;
         let target = if args.verify {
             Target::Verify(&service)
@@ -429,6 +432,12 @@ fn audit_command(
     settings: &Settings,
     keys: KeyMaterial,
 ) -> Result<(), String> {
+    if let AuditCommand::Hash(HashArgs { token: true, .. }) = command {
+        // A token's id is a fingerprint of the token alone: no key is needed.
+        let line = read_stdin_line()?;
+        println!("caller {}", TokenId::of(line.as_bytes()));
+        return Ok(());
+    }
     let keys = keys::resolve(settings, keys, Purpose::Command).map_err(|e| e.to_string())?;
     let all = keys.audit.all();
     match command {
@@ -451,15 +460,8 @@ fn audit_command(
             }
         }
         AuditCommand::Hash(args) => {
-            let mut line = zeroize::Zeroizing::new(String::new());
-            std::io::stdin()
-                .read_line(&mut line)
-                .map_err(|e| format!("cannot read standard input: {e}"))?;
-            let value = line.trim_end_matches(['\n', '\r']);
-            if args.token {
-                println!("caller {}", TokenId::of(value.as_bytes()));
-                return Ok(());
-            }
+            let line = read_stdin_line()?;
+            let value = line.as_str();
             for key in all {
                 let tag = if let Some(namespace) = args.secret_name {
                     let name = secrets_domain::SecretName::parse(value)
@@ -483,6 +485,17 @@ fn audit_command(
             Ok(())
         }
     }
+}
+
+/// One line of standard input, without its line break; wiped when dropped.
+fn read_stdin_line() -> Result<zeroize::Zeroizing<String>, String> {
+    let mut line = zeroize::Zeroizing::new(String::new());
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| format!("cannot read standard input: {e}"))?;
+    let end = line.trim_end_matches(['\n', '\r']).len();
+    line.truncate(end);
+    Ok(line)
 }
 
 fn print_migrations(report: &MigrationReport) {

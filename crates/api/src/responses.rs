@@ -150,8 +150,12 @@ response_set!(
     TokenErrors: UNAUTHORIZED, AUDIT_UNAVAILABLE
 );
 response_set!(
-    /// An operation without a token that asks the store.
+    /// An operation without a token that asks the store (and, for readiness, the audit trail).
     StoreErrors: UNAVAILABLE
+);
+response_set!(
+    /// An operation without a token that touches no store, recorded in the audit trail.
+    AuditErrors: AUDIT_UNAVAILABLE
 );
 
 // The original service's routes answer errors in its shape (`OriginalError`).

@@ -171,8 +171,15 @@ impl<'k> Verifier<'k> {
         let key = self.check_mac(&place, &opened);
         let recovered = header.kind == "reopen" && header.reason.as_deref() == Some("recovered");
         let announced_from = header.lost_from.filter(|_| recovered);
-        for cut in std::mem::take(&mut self.pending) {
-            if announced_from.is_some() {
+        let pending = std::mem::take(&mut self.pending);
+        let last = pending.len().checked_sub(1);
+        for (n, cut) in pending.into_iter().enumerate() {
+            // A failed write cuts short at most one line: the one right before the recovery.
+            if announced_from.is_some()
+                && Some(n) == last
+                && cut.file == place.file
+                && cut.line + 1 == place.line
+            {
                 self.result.notes.push(format!(
                     "{cut}: a line cut short by a failed write, which the chain announces at {place}"
                 ));

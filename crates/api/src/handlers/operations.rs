@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use super::State;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::responses::{StoreErrors, TokenErrors};
+use crate::responses::{AuditErrors, StoreErrors, TokenErrors};
 
 /// The answer of `/healthz` and `/readyz`.
 #[derive(Debug, Serialize, ToSchema)]
@@ -33,7 +33,7 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(StatusBody { status: "ok" })
 }
 
-/// Answers 200 while the store answers and 503 while it cannot be reached.
+/// Answers 200 while the store answers and the audit trail can be written, 503 otherwise.
 ///
 /// The key-encryption key was checked against the store before the server started.
 #[utoipa::path(
@@ -41,7 +41,7 @@ pub async fn healthz() -> HttpResponse {
     path = "/readyz",
     tag = "operations",
     responses(
-        (status = 200, description = "The store answers; the key-encryption key was checked at start-up.", body = StatusBody, example = json!({"status": "ready"})),
+        (status = 200, description = "The store answers and the audit trail can be written; the key-encryption key was checked at start-up.", body = StatusBody, example = json!({"status": "ready"})),
         StoreErrors,
     )
 )]
@@ -86,6 +86,7 @@ pub async fn metrics(metrics: Data<Metrics>) -> Result<HttpResponse, ApiError> {
     tag = "operations",
     responses(
         (status = 200, description = "The OpenAPI 3.1 document of this API.", body = Object, content_type = "application/json"),
+        AuditErrors,
     )
 )]
 pub async fn openapi() -> HttpResponse {

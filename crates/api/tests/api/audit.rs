@@ -740,3 +740,120 @@ async fn a_stuck_sink_never_hangs_a_request_and_the_trail_recovers_when_it_drain
     // Every answered request's line went out, the refused ones' too once the pipe drained.
     assert!(written > answered, "{written} lines for {answered} answers");
 }
+
+#[tokio::test]
+async fn an_audit_key_of_its_own_seals_and_tags_the_trail() {
+    let own = "qM8nqjDvLkR9Sxq3RvD3mG0wVv8b9q8h9b4g8V2PZ1Q=";
+    let dir = TempDir::new();
+    let env: HashMap<String, String> = HashMap::from([
+        ("DATABASE_URL".into(), dir.url()),
+        ("SECRETS__SERVER__BIND".into(), "127.0.0.1:0".into()),
+    ]);
+    let mut keys = key_material(&Options::default());
+    keys.audit = Some(secrecy::SecretString::from(own));
+    let application = build(Settings::load(None, &env).expect("settings"), keys)
+        .await
+        .expect("starts");
+    let address = format!("http://127.0.0.1:{}", application.port());
+    let server = ServerGuard(application.handle());
+    tokio::spawn(application.run_until_stopped());
+    let created: Value = Client::new()
+        .post(format!("{address}/namespaces"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    let access = created["accessKey"].as_str().expect("key");
+    let read = Client::new()
+        .get(format!("{address}/namespaces/{access}"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(read.status(), 200);
+    server.0.stop(true).await;
+
+    let key = Kek::from_base64(own).expect("a key").as_audit_key();
+    assert_ne!(key.id(), audit_key().id(), "not the KEK's");
+    let text = std::fs::read_to_string(dir.0.join("audit.log")).expect("trail");
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(lines[0]["type"], "start");
+    assert_eq!(lines[0]["key_id"], key.id().as_str());
+    let tag = key
+        .access_key_tag(&AccessKey::parse(access).expect("key").hash())
+        .to_string();
+    assert!(lines.iter().any(|l| l["access_key"] == tag), "{text}");
+    // Verified with that key alone, and not with the KEK's.
+    let verify = |extra: &[(&str, &str)]| {
+        binary()
+            .args(["audit", "verify"])
+            .arg(dir.0.join("audit.log"))
+            .env("KEY_ENCRYPTION_KEY", TEST_KEK)
+            .env("DATABASE_URL", dir.url())
+            .envs(extra.iter().copied())
+            .output()
+            .expect("runs")
+    };
+    assert!(verify(&[("AUDIT_KEY", own)]).status.success());
+    let without = verify(&[]);
+    assert!(!without.status.success());
+    assert!(String::from_utf8_lossy(&without.stdout).contains("not configured"));
+}
+
+#[tokio::test]
+async fn check_reads_the_audit_sink_as_serve_would() {
+    let keys = [
+        ("KEY_ENCRYPTION_KEY", TEST_KEK),
+        ("SERVICE_AUTH_TOKENS", TOKEN),
+    ];
+    let check = |env: &[(&str, &str)]| {
+        let output = binary()
+            .arg("check")
+            .envs(keys)
+            .envs(env.iter().copied())
+            .output()
+            .expect("runs");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    // On PostgreSQL, a file sink needs its path.
+    let db = TestDatabase::create().await;
+    let migrated = binary()
+        .arg("migrate")
+        .env("DATABASE_URL", db.url())
+        .output()
+        .expect("runs");
+    assert!(migrated.status.success(), "migrate needs no audit trail");
+    let (ok, said) = check(&[("DATABASE_URL", db.url())]);
+    assert!(!ok);
+    assert!(said.contains("audit.path is not set"), "{said}");
+    let file = db.audit_file();
+    let (ok, said) = check(&[
+        ("DATABASE_URL", db.url()),
+        ("SECRETS__AUDIT__PATH", file.to_str().expect("path")),
+    ]);
+    assert!(ok, "{said}");
+    assert!(file.exists(), "check creates the file, as serve would");
+    // A path that cannot be a file is named.
+    let dir = TempDir::new();
+    let blocked = dir.0.join("a-file");
+    std::fs::write(&blocked, "").expect("file");
+    let path = blocked.join("audit.log");
+    let (ok, said) = check(&[
+        ("DATABASE_URL", &dir.url()),
+        ("SECRETS__AUDIT__PATH", path.to_str().expect("path")),
+    ]);
+    assert!(!ok);
+    assert!(
+        said.contains(&format!("audit.path {}", path.display())),
+        "{said}"
+    );
+}
