@@ -432,6 +432,22 @@ async fn a_second_run_picks_up_the_originals_changes_and_keeps_what_was_written_
     );
     assert_eq!(counts["names kept as written here"], 1, "{counts:?}");
     assert_eq!(counts["unchanged"], 37, "{counts:?}");
+    // Each change of the second run is a line of the audit trail: the namespace here and the
+    // original's.
+    let trail = std::fs::read_to_string(target.audit_file()).expect("the audit trail");
+    let actions = |operation: &str| -> Vec<Value> {
+        trail
+            .lines()
+            .map(|line| serde_json::from_str::<Value>(line).expect("a JSON line"))
+            .filter(|line| line["operation"] == operation)
+            .collect()
+    };
+    assert_eq!(actions("import_namespace").len(), 41);
+    assert_eq!(actions("import_changes").len(), 2);
+    let removals = actions("import_removal");
+    assert_eq!(removals.len(), 1);
+    assert_eq!(removals[0]["original"], deleted.id.to_string());
+    assert!(removals[0]["namespace"].is_string(), "{}", removals[0]);
     original.namespaces.extend([changed, both, fresh]);
     assert_every_secret(&address, &original.namespaces).await;
     // The deleted namespace is gone here too, its data key with it.
@@ -511,6 +527,9 @@ async fn a_dry_run_decrypts_and_counts_everything_and_writes_nothing() {
         assert_eq!(counts["refused"], totals.refused, "{counts:?}");
         assert_eq!(before, (original.rows().await, target.counts().await));
         assert_eq!(before.1, Some((0, 0, 0)));
+        // Nor a line of the audit trail.
+        let trail = std::fs::read_to_string(target.audit_file()).unwrap_or_default();
+        assert!(!trail.contains("import_"), "{trail}");
     }
     // On a store never migrated, too: it applies no migration.
     let fresh = Target::postgres().await;
