@@ -34,6 +34,7 @@
 # Knobs (environment): DURATION (15) WARMUP (3) THREADS (2) CONNS (32) N (1000) SECRETS (10)
 #   VALUE_BYTES (32) POOL_SIZE (32) SYSTEMS ("svc-pg svc-sqlite bao-pg bao-raft pgbench")
 #   SQLITE_POOL_SIZE (POOL_SIZE) SQLITE_POOL_SWEEP ("4": pool sizes for extra SQLite READ runs)
+#   AUDIT_ROUNDS (2: rounds of READ and WRITE with the audit trail off, then on)
 #   SCALE (1) SCALE_N (1000000) SCALE_BIG (1000) SCALE_SEED_VIA (use-cases: how bench_seed
 #   fills the large database, use-cases or copy; see the top of crates/api/examples/bench_seed.rs)
 #   KEEP_SCALE_DB (0: drop the large database at the end; 1: keep it, and reuse it on the next
@@ -63,6 +64,7 @@ SCALE_BIG="${SCALE_BIG:-1000}"
 SCALE_SEED_VIA="${SCALE_SEED_VIA:-use-cases}"
 SQLITE_POOL_SIZE="${SQLITE_POOL_SIZE:-$POOL_SIZE}"
 SQLITE_POOL_SWEEP="${SQLITE_POOL_SWEEP:-4}"
+AUDIT_ROUNDS="${AUDIT_ROUNDS:-2}"
 KEEP_SCALE_DB="${KEEP_SCALE_DB:-0}"
 PROFILE="${PROFILE:-auto}"
 PG_HOST="${PG_HOST:-127.0.0.1}"
@@ -364,14 +366,17 @@ svc_suite() { # SYSTEM KEYS_FILE ETAGS_FILE
 }
 
 # audit_ab SYSTEM URL KEK KEYS_FILE [POOL_SIZE]: READ and WRITE with the audit trail off, then on,
-# each on a fresh server, one right after the other (report.py divides on by off).
+# each on a fresh server, one right after the other, AUDIT_ROUNDS times (A-B-A-B; report.py
+# divides the mean with the trail by the mean without).
 audit_ab() {
-  local system="$1" url="$2" kek="$3" keys="$4" pool="${5:-$POOL_SIZE}" audit base="http://$HOST:$SVC_PORT"
-  for audit in off file; do
-    SVC_AUDIT="$audit" start_svc "$system-audit-$audit" "$url" "$kek" "$pool"
-    KEYS_FILE="$keys" measure "$system audit=$audit" READ "$base/namespaces" svc_read.lua
-    KEYS_FILE="$keys" measure "$system audit=$audit" WRITE "$base/namespaces" svc_write.lua
-    stop_server
+  local system="$1" url="$2" kek="$3" keys="$4" pool="${5:-$POOL_SIZE}" audit round base="http://$HOST:$SVC_PORT"
+  for round in $(seq 1 "$AUDIT_ROUNDS"); do
+    for audit in off file; do
+      SVC_AUDIT="$audit" start_svc "$system-audit-$audit" "$url" "$kek" "$pool"
+      KEYS_FILE="$keys" measure "$system audit=$audit ($round)" READ "$base/namespaces" svc_read.lua
+      KEYS_FILE="$keys" measure "$system audit=$audit ($round)" WRITE "$base/namespaces" svc_write.lua
+      stop_server
+    done
   done
 }
 

@@ -8,13 +8,13 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use secrets_domain::{Error as DomainError, NamespaceId};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 // The one list of codes: the HTTP mapping below, the OpenAPI document (the `code` field's
 // schema is this enum) and the docs all use it.
 /// Every code an error answer carries (SPEC 3.4): stable, to act on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// 400: the body is not JSON (or not UTF-8).
@@ -424,6 +424,39 @@ impl ApiError {
                 log_chain(tracing::Level::ERROR, "internal error", source.as_ref());
                 Self::internal()
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every code the OpenAPI document lists (from this enum's schema).
+    fn documented_codes() -> Vec<String> {
+        let document: serde_json::Value =
+            serde_json::from_str(crate::openapi::document()).expect("the document is JSON");
+        document["components"]["schemas"]["ErrorCode"]["enum"]
+            .as_array()
+            .expect("the codes are an enum")
+            .iter()
+            .map(|code| code.as_str().expect("a code").to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn every_code_is_spelled_one_way_and_named_in_the_readme() {
+        let readme = include_str!("../../../README.md");
+        let codes = documented_codes();
+        assert!(!codes.is_empty());
+        for code in &codes {
+            let parsed: ErrorCode = serde_json::from_value(serde_json::Value::String(code.clone()))
+                .expect("the document's code is the enum's");
+            assert_eq!(parsed.as_str(), code, "as_str spells it as serde does");
+            assert!(
+                readme.contains(&format!("`{code}`")),
+                "README.md does not name `{code}`"
+            );
         }
     }
 }

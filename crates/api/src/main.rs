@@ -354,21 +354,10 @@ async fn import_original<S: Store + ImportStore>(
     };
     let mut progress = Console::new(what);
     let report = if args.dry_run {
-        let store: S = startup::open(location, settings).await?;
-        let pending = store
-            .pending_migrations()
-            .await
-            .map_err(StartupError::Store)?;
-        if !pending.is_empty() {
-            tracing::warn!(
-                pending = pending.len(),
-                "the store has pending migrations, and a dry run applies none: it compares \
-                 with a store that holds no import yet"
-            );
-        }
+        let (store, compare) = dry_run_store::<S>(location, settings).await?;
         let target = Target::DryRun {
-            store: &store,
-            compare: pending.is_empty(),
+            store: store.as_ref(),
+            compare,
             limits: settings.domain_limits(),
         };
         import::run::<S, RingEnvelope, OsRandom>(
@@ -424,6 +413,32 @@ async fn import_original<S: Store + ImportStore>(
         0 => Ok(()),
         n => Err(Failure::ImportIncomplete(n)),
     }
+}
+
+/// The store a dry run compares with, and whether it holds import records to compare with. An
+/// embedded database that does not exist yet is not created (it holds no import), and one whose
+/// schema is behind this binary's is not migrated.
+async fn dry_run_store<S: Store + ImportStore>(
+    location: &S::Location,
+    settings: &Settings,
+) -> Result<(Option<S>, bool), StartupError> {
+    if matches!(&settings.storage.backend, Backend::Sqlite(path) if !path.exists()) {
+        return Ok((None, false));
+    }
+    let store: S = startup::open(location, settings).await?;
+    let pending = store
+        .pending_migrations()
+        .await
+        .map_err(StartupError::Store)?;
+    if !pending.is_empty() {
+        tracing::warn!(
+            pending = pending.len(),
+            "the store has pending migrations, and a dry run applies none: it compares with a \
+             store that holds no import yet"
+        );
+    }
+    let compare = pending.is_empty();
+    Ok((Some(store), compare))
 }
 
 /// `audit verify` and `audit hash`: they need the keys, not the store.

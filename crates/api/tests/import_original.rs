@@ -536,6 +536,19 @@ async fn a_dry_run_decrypts_and_counts_everything_and_writes_nothing() {
     let output = run(&env(&original, &fresh, fixture::SECRET), &["--dry-run"]);
     assert_success(&output);
     assert_eq!(fresh.counts().await, None, "no table was created");
+    // And an embedded database that does not exist yet is not created.
+    let absent = Target::sqlite();
+    let output = run(&env(&original, &absent, fixture::SECRET), &["--dry-run"]);
+    assert_success(&output);
+    assert_eq!(summary(&output)["imported"], 30);
+    let Target::Sqlite(dir) = &absent else {
+        unreachable!("made as SQLite")
+    };
+    let left: Vec<_> = std::fs::read_dir(&dir.0)
+        .expect("the directory")
+        .map(|entry| entry.expect("entry").file_name())
+        .collect();
+    assert!(left.is_empty(), "a dry run wrote {left:?}");
 }
 
 #[tokio::test]

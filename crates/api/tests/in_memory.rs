@@ -280,6 +280,11 @@ async fn refusals_have_the_documented_status_and_code() {
         assert!(message.starts_with("key"), "{name}: {message}");
         let delete = authed(TestRequest::delete().uri(&format!("{ns}/secrets/{name}")));
         error(&call(delete).await, 400, "invalid_request");
+        let put = with_json(
+            TestRequest::put().uri(&format!("{ns}/secrets/{name}")),
+            &json!({"value": "v"}),
+        );
+        error(&call(put).await, 400, "invalid_request");
     }
     let encoded = authed(TestRequest::get().uri(&format!("{ns}/secrets/%41")));
     assert_eq!(call(encoded).await.1["key"], "A");

@@ -83,9 +83,11 @@ pub enum Target<'a, S, C, R> {
     Import(&'a SecretsService<S, C, R>),
     /// Count what an import would do.
     DryRun {
-        /// The store whose records are compared with.
-        store: &'a S,
-        /// Whether the store can hold records yet.
+        /// The store whose records are compared with; `None` for an embedded database that
+        /// does not exist yet.
+        store: Option<&'a S>,
+        /// Whether the store holds records to compare with (it exists, and its schema is
+        /// this binary's).
         compare: bool,
         /// The limits an import would apply.
         limits: Limits,
@@ -224,8 +226,12 @@ where
 {
     let store = match target {
         Target::Import(service) | Target::Verify(service) => service.store(),
-        Target::DryRun { compare: false, .. } => return Ok(Vec::new()),
-        Target::DryRun { store, .. } => *store,
+        Target::DryRun {
+            store: Some(store),
+            compare: true,
+            ..
+        } => *store,
+        Target::DryRun { .. } => return Ok(Vec::new()),
     };
     Ok(store
         .imports_between(

@@ -364,9 +364,10 @@ async fn a_secret_name_that_is_not_utf8_once_percent_decoded_is_refused_not_repl
     // The name a lossy decoding of `%FF` would give.
     app.put(&key, "\u{fffd}", "kept").await;
     for path in ["%FF", "%C3%28", "A%E2%82"] {
-        for method in [Method::GET, Method::DELETE] {
+        for method in [Method::GET, Method::PUT, Method::DELETE] {
             let response = app
                 .request(method.clone(), &format!("/namespaces/{key}/secrets/{path}"))
+                .json(&json!({"value": "replaced?"}))
                 .send()
                 .await
                 .expect("sent");
