@@ -317,9 +317,14 @@ async fn import_into(target: Target, n: usize) {
     assert_success(&output);
     let counts = summary(&output);
     eprintln!(
-        "imported {n} namespaces in {:.2} s ({:.0} namespaces/s, debug build)",
+        "imported {n} namespaces in {:.2} s ({:.0} namespaces/s, {} build)",
         elapsed.as_secs_f64(),
-        n as f64 / elapsed.as_secs_f64()
+        n as f64 / elapsed.as_secs_f64(),
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
     );
     assert_eq!(counts["namespaces"], n as u64, "{counts:?}");
     assert_eq!(counts["imported"], n as u64, "{counts:?}");
