@@ -458,6 +458,24 @@ async fn a_connection_on_a_read_only_server_is_unavailable_and_is_not_used_again
     let guard = secrets_domain::ports::Guard::default();
     assert_unavailable(&store.upsert_secret(ns.id, &secret(), 10, &guard).await);
 
+    // Several connections to the read-only server (reads work there): the first refused write
+    // closes them all, not one per failed caller.
+    let wide =
+        PostgresStore::new(database.url(), options(4, Duration::from_secs(5))).expect("pool");
+    let read = || wide.find_namespace(&ns.access_hash);
+    let (a, b, c, d) = tokio::join!(read(), read(), read(), read());
+    for found in [a, b, c, d] {
+        assert!(found.expect("a read on a read-only server").is_none());
+    }
+    let opened = wide.pool_status().size;
+    assert!(opened >= 2, "{opened} connections opened");
+    assert_unavailable(&wide.create_namespaces(std::slice::from_ref(&ns)).await);
+    assert_eq!(
+        wide.pool_status().size,
+        0,
+        "every connection to it was closed"
+    );
+
     // The server takes writes again (as the new primary would): a fresh connection writes.
     admin
         .batch_execute(&format!(

@@ -87,7 +87,7 @@ impl Connections {
     /// open transaction, or its peer may be gone; the server then rolls back), and when the
     /// server refused a write as read-only (SQLSTATE 25006: the connection is on a standby, or
     /// on a primary that was demoted; `target_session_attrs` is checked only when connecting,
-    /// so only a new connection finds the primary).
+    /// so only a new connection finds the primary). Then every idle connection goes too.
     pub(super) async fn run_until<T>(
         &self,
         deadline: Instant,
@@ -104,7 +104,19 @@ impl Connections {
         };
         match timeout_at(deadline, op(&mut client)).await {
             Ok(Err(error)) if spoils_connection(&error) => {
+                // The server is read-only now: after a failover, so are the other connections
+                // opened to it. The idle ones go too, at once, rather than each failing one more
+                // caller (one opened to the new primary meanwhile goes with them, and is opened
+                // again: a reconnection is cheaper than a refused write). New connections look
+                // for the primary, as `target_session_attrs` asks.
                 drop(Object::take(client));
+                let closed = self.pool.retain(|_, _| false);
+                tracing::warn!(
+                    target_db = %self.target,
+                    closed = closed.removed.len() + 1,
+                    "the server refused a write as read-only (SQLSTATE 25006): its connections \
+                     are closed; new ones look for the primary"
+                );
                 Err(error)
             }
             Ok(result) => result,
