@@ -82,6 +82,18 @@ node_kill() {
     bash -c "! '$PG_BIN/pg_isready' -q -h 127.0.0.1 -p $(node_field "$name" pg_port)"
 }
 
+# node_kill_postgres NAME: SIGKILL to the node's postmaster alone; its Patroni lives on, and
+# restarts PostgreSQL (or lets another node lead). Waits, bounded, until the old postmaster is
+# gone.
+node_kill_postgres() {
+  local name="$1" file="$HA_DIR/$1/data/postmaster.pid" pid
+  [[ -f "$file" ]] || die "$name has no postmaster"
+  pid="$(head -n 1 "$file")"
+  [[ "$pid" =~ ^[0-9]+$ ]] || die "$name's postmaster.pid holds no pid"
+  kill -KILL "$pid"
+  wait_until 30 "the postmaster of $name to exit" gone "$pid"
+}
+
 # node_field NAME FIELD: a field of the node's line in $HA_DIR/nodes (name pg_port rest_port).
 node_field() {
   local name="$1" field="$2"

@@ -194,6 +194,11 @@ impl Cluster {
         self.node_script(&["kill", name]).await;
     }
 
+    /// SIGKILL to a member's PostgreSQL alone; its Patroni lives on.
+    pub async fn kill_postgres(&self, name: &str) {
+        self.node_script(&["kill-postgres", name]).await;
+    }
+
     /// Starts a member's Patroni again.
     pub async fn start(&self, name: &str) {
         self.node_script(&["start", name]).await;

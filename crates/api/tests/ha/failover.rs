@@ -1,7 +1,8 @@
 //! Failover under write load: three `secrets-service` replicas on the cluster's multi-host URL
 //! (`target_session_attrs=read-write`), writers and readers through all three, while the leader
-//! is lost (its Patroni and PostgreSQL killed with SIGKILL at once) or, in the other test,
-//! handed over with `patronictl switchover`, round after round (`HA_ROUNDS`, default 5).
+//! is lost (its Patroni and PostgreSQL killed with SIGKILL at once), or its PostgreSQL alone is
+//! killed with SIGKILL (its Patroni restarts it, or another node takes over), or it is handed
+//! over with `patronictl switchover`, round after round (`HA_ROUNDS`, default 5).
 //!
 //! Each write is entered in the fault tests' ledger (`faults/load.rs`) before it is sent, so
 //! afterwards every acknowledged write must read back, through every replica: none lost. No
@@ -37,6 +38,9 @@ enum Fault {
     /// SIGKILL to the leader's Patroni and PostgreSQL; the node is started again once another
     /// leads.
     Kill,
+    /// SIGKILL to the leader's PostgreSQL alone; its Patroni lives on and restarts it, or
+    /// another node takes over.
+    KillPostgres,
     /// `patronictl switchover` to the synchronous standby.
     Switchover,
 }
@@ -90,6 +94,16 @@ async fn the_leaders_loss_under_write_load_loses_no_acknowledged_write_and_answe
     rounds_under_write_load(
         Fault::Kill,
         "the_leaders_loss_under_write_load_loses_no_acknowledged_write_and_answers_no_500",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leaders_postgres_killed_under_write_load_loses_no_acknowledged_write_and_answers_no_500()
+ {
+    rounds_under_write_load(
+        Fault::KillPostgres,
+        "the_leaders_postgres_killed_under_write_load_loses_no_acknowledged_write_and_answers_no_500",
     )
     .await;
 }
@@ -207,6 +221,7 @@ async fn one_round(cluster: &Cluster, fault: Fault, load: &Load, acks: &AckTimes
     let started = Instant::now();
     match fault {
         Fault::Kill => cluster.kill(&from).await,
+        Fault::KillPostgres => cluster.kill_postgres(&from).await,
         Fault::Switchover => {
             let to = cluster
                 .sync_standby()
@@ -215,9 +230,16 @@ async fn one_round(cluster: &Cluster, fault: Fault, load: &Load, acks: &AckTimes
             cluster.switchover(&from, &to).await;
         }
     }
-    let to = cluster
-        .wait_new_leader(&from, Duration::from_secs(90))
-        .await;
+    // With its Patroni alive, the node may keep leading once PostgreSQL is back.
+    let to = if fault == Fault::KillPostgres {
+        load.await_acks(load.acks() + 1, Duration::from_mins(1))
+            .await;
+        cluster.leader().await.expect("a leader after the restart")
+    } else {
+        cluster
+            .wait_new_leader(&from, Duration::from_secs(90))
+            .await
+    };
     if fault == Fault::Kill {
         // As a supervisor would: the lost node comes back once another leads (before that,
         // its Patroni would find its own leader key and simply restart it as the primary).
