@@ -20,7 +20,7 @@ use secrets_adapters::{MigrationReport, Store};
 use secrets_api::import::{self, ImportOptions, Target};
 use secrets_api::keys::Purpose;
 use secrets_api::progress::Console;
-use secrets_api::settings::{Backend, Mode};
+use secrets_api::settings::{AuditSinkKind, Backend, Mode};
 use secrets_api::startup;
 use secrets_api::{Application, KeyMaterial, Settings, StartupError, keys, rotate};
 use secrets_domain::import::ImportStore;
@@ -267,7 +267,7 @@ async fn run_on<S: Store + ImportStore>(
         Command::Migrate => {
             let store: S = startup::open(location, &settings).await?;
             let report = store.migrate().await.map_err(StartupError::Store)?;
-            print_migrations(&report);
+            print_migrations(&report, &settings);
             Ok(())
         }
         Command::Check => {
@@ -307,9 +307,12 @@ async fn run_on<S: Store + ImportStore>(
                 trail.close();
             }
             let report = report?;
-            println!(
-                "re-wrapped: {}, already current: {}, changed meanwhile: {}, failed: {}",
-                report.rewrapped, report.already_current, report.skipped, report.failed
+            say(
+                &settings,
+                format_args!(
+                    "re-wrapped: {}, already current: {}, changed meanwhile: {}, failed: {}",
+                    report.rewrapped, report.already_current, report.skipped, report.failed
+                ),
             );
             if report.failed > 0 {
                 return Err(Failure::RotationIncomplete(report.failed));
@@ -381,7 +384,10 @@ async fn import_original<S: Store + ImportStore>(
         let trail = startup::open_trail(settings, &keys.audit.active, process)?;
         let store: S = startup::open(location, settings).await?;
         if !args.verify && settings.storage.migrate_on_start {
-            print_migrations(&store.migrate().await.map_err(StartupError::Store)?);
+            print_migrations(
+                &store.migrate().await.map_err(StartupError::Store)?,
+                settings,
+            );
         }
         let service = startup::checked_service(store, keys, settings).await?;
         let target = if args.verify {
@@ -405,9 +411,9 @@ async fn import_original<S: Store + ImportStore>(
     };
     source.close().await.map_err(import::ImportError::from)?;
     if args.verify {
-        println!("{}", report.verify_summary());
+        say(settings, report.verify_summary());
     } else {
-        println!("{}", report.import_summary());
+        say(settings, report.import_summary());
     }
     match report.incomplete() {
         0 => Ok(()),
@@ -513,19 +519,36 @@ fn read_stdin_line() -> Result<zeroize::Zeroizing<String>, String> {
     Ok(line)
 }
 
-fn print_migrations(report: &MigrationReport) {
+/// Prints a command's result: on standard output, unless the audit trail goes there
+/// (`audit.sink = "stdout"`), which then holds audit lines alone.
+fn say(settings: &Settings, text: impl std::fmt::Display) {
+    if settings.audit.sink == AuditSinkKind::Stdout {
+        eprintln!("{text}");
+    } else {
+        println!("{text}");
+    }
+}
+
+fn print_migrations(report: &MigrationReport, settings: &Settings) {
     if report.applied.is_empty() {
-        println!("no migrations were pending");
+        say(settings, "no migrations were pending");
     }
     for migration in &report.applied {
-        println!(
-            "applied migration {} ({})",
-            migration.version, migration.name
+        say(
+            settings,
+            format_args!(
+                "applied migration {} ({})",
+                migration.version, migration.name
+            ),
         );
     }
     if let Some(version) = report.newer_in_database {
-        println!(
-            "the database has migration {version}, newer than this binary knows: a newer release migrated it"
+        say(
+            settings,
+            format_args!(
+                "the database has migration {version}, newer than this binary knows: a newer \
+                 release migrated it"
+            ),
         );
     }
 }

@@ -857,3 +857,39 @@ async fn check_reads_the_audit_sink_as_serve_would() {
         "{said}"
     );
 }
+
+#[tokio::test]
+async fn with_the_trail_on_standard_output_a_command_s_result_goes_to_standard_error() {
+    let dir = TempDir::new();
+    let run = |args: &[&str]| {
+        binary()
+            .args(args)
+            .env("DATABASE_URL", dir.url())
+            .env("KEY_ENCRYPTION_KEY", TEST_KEK)
+            .env("SECRETS__AUDIT__SINK", "stdout")
+            .output()
+            .expect("runs")
+    };
+    assert!(run(&["migrate"]).status.success());
+    let rotated = run(&["rotate-kek"]);
+    assert!(rotated.status.success());
+    let stdout = String::from_utf8_lossy(&rotated.stdout);
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("only audit lines"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert_eq!(lines[0]["process"], "rotate-kek");
+    assert_eq!(lines[1]["type"], "end");
+    assert!(String::from_utf8_lossy(&rotated.stderr).contains("re-wrapped: 0"));
+    let trail = dir.0.join("trail.log");
+    std::fs::write(&trail, stdout.as_bytes()).expect("saved");
+    let verified = binary()
+        .args(["audit", "verify"])
+        .arg(&trail)
+        .env("DATABASE_URL", dir.url())
+        .env("KEY_ENCRYPTION_KEY", TEST_KEK)
+        .output()
+        .expect("runs");
+    assert!(verified.status.success());
+}
