@@ -893,3 +893,50 @@ async fn with_the_trail_on_standard_output_a_command_s_result_goes_to_standard_e
         .expect("runs");
     assert!(verified.status.success());
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn sighup_opens_the_audit_file_anew_and_the_chain_goes_on() {
+    let dir = TempDir::new();
+    let file = dir.0.join("audit.log");
+    let service = crate::common::ServiceProcess::start(
+        &["serve"],
+        &[
+            ("DATABASE_URL", dir.url()),
+            ("KEY_ENCRYPTION_KEY", TEST_KEK.to_owned()),
+            ("SERVICE_AUTH_TOKENS", TOKEN.to_owned()),
+            ("SECRETS__SERVER__BIND", "127.0.0.1:0".to_owned()),
+        ],
+    );
+    let metrics = Client::new()
+        .get(service.url("/metrics"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(metrics.status(), 200);
+    service.signal(nix::sys::signal::Signal::SIGHUP);
+    // The writer opens the path anew on its own within an idle round, with or without traffic.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&file)
+        .unwrap_or_default()
+        .contains(r#""reason":"sighup""#)
+    {
+        assert!(Instant::now() < deadline, "no reopen line after SIGHUP");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(service.output().contains("SIGHUP"), "{}", service.output());
+    service.signal(nix::sys::signal::Signal::SIGTERM);
+    let (status, _) = service.finish(Duration::from_secs(30));
+    assert!(status.success());
+    let verified = binary()
+        .args(["audit", "verify"])
+        .arg(&file)
+        .env("DATABASE_URL", dir.url())
+        .env("KEY_ENCRYPTION_KEY", TEST_KEK)
+        .output()
+        .expect("runs");
+    let report = String::from_utf8_lossy(&verified.stdout);
+    assert!(verified.status.success(), "{report}");
+    assert!(report.contains("1 chains (1 ended)"), "{report}");
+}
