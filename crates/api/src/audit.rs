@@ -88,7 +88,7 @@ impl Trail {
 }
 
 /// The id of the service token a request was accepted with (set by [`crate::auth`]).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct Caller(pub TokenId);
 
 /// What the handlers learned about a request, for its line.
@@ -250,20 +250,20 @@ pub async fn record(
             .map_into_right_body());
     }
     let method = method_label(req.method());
+    // Taken, not copied: the request log keeps its own.
     let request_id = req
-        .extensions()
-        .get::<RequestId>()
-        .cloned()
+        .extensions_mut()
+        .remove::<RequestId>()
         .unwrap_or_else(RequestId::fresh);
     let response = next.call(req).await;
     let (status, answered, facts, caller) = match &response {
         Ok(response) => {
-            let extensions = response.request().extensions();
+            let mut extensions = response.request().extensions_mut();
             (
                 response.status(),
                 response.response().extensions().get::<Answered>().cloned(),
-                extensions.get::<Facts>().cloned().unwrap_or_default(),
-                extensions.get::<Caller>().map(|caller| caller.0.clone()),
+                extensions.remove::<Facts>().unwrap_or_default(),
+                extensions.get::<Caller>().map(|caller| caller.0),
             )
         }
         Err(error) => (

@@ -81,7 +81,7 @@ pub async fn require_token(
         _ => None,
     };
     let accepted = match (presented, req.app_data::<web::Data<ServiceTokens>>()) {
-        (Some(token), Some(tokens)) => tokens.accepted(token).cloned(),
+        (Some(token), Some(tokens)) => tokens.accepted(token).copied(),
         _ => None,
     };
     if let Some(caller) = accepted {

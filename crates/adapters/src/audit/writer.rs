@@ -93,10 +93,6 @@ pub enum AuditError {
     Closed,
 }
 
-#[expect(
-    clippy::large_enum_variant,
-    reason = "almost every message is a line; boxing it would cost an allocation per request"
-)]
 enum Message {
     Line(Event, oneshot::Sender<Result<(), AuditError>>),
     Close,
@@ -167,6 +163,7 @@ impl AuditLog {
             shared: Arc::clone(&shared),
             lost_from: None,
             outage_logged: false,
+            buffer: Vec::new(),
         };
         std::thread::Builder::new()
             .name("audit-writer".into())
@@ -347,6 +344,8 @@ struct Writer {
     /// Set while writes fail: the first line that may be missing.
     lost_from: Option<u64>,
     outage_logged: bool,
+    /// The bytes of a group, reused.
+    buffer: Vec<u8>,
 }
 
 impl Writer {
@@ -387,7 +386,8 @@ impl Writer {
             return;
         }
         let time = now();
-        let mut bytes = Vec::new();
+        let mut bytes = std::mem::take(&mut self.buffer);
+        bytes.clear();
         let lines = group.len() as u64 + u64::from(reason.is_some());
         let first = self.chain.next_seq();
         if let Some(reason) = reason {
@@ -414,7 +414,10 @@ impl Writer {
         for (event, _) in &group {
             self.chain.seal(&self.key, &time, event, &mut bytes);
         }
-        match self.output.append(&bytes) {
+        let appended = self.output.append(&bytes);
+        // The buffer is kept for the next group: one allocation for the writer's life.
+        self.buffer = bytes;
+        match appended {
             Ok(()) => {
                 self.shared.written.fetch_add(lines, Ordering::Relaxed);
                 self.lost_from = None;
