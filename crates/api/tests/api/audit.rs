@@ -26,6 +26,37 @@ fn audit_key() -> AuditKey {
         .audit_key()
 }
 
+/// Creates a namespace through the service at `address`; its access key.
+async fn create_namespace(client: &Client, address: &str) -> String {
+    let created: Value = client
+        .post(format!("{address}/namespaces"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    created["accessKey"].as_str().expect("key").to_owned()
+}
+
+/// Runs `secrets-service audit verify` on `files` with the store of `dir`, the test KEK and
+/// `extra`; whether it passed, and its report.
+fn audit_verify(dir: &TempDir, files: &[&Path], extra: &[(&str, &str)]) -> (bool, String) {
+    let output = binary()
+        .args(["audit", "verify"])
+        .args(files)
+        .env("KEY_ENCRYPTION_KEY", TEST_KEK)
+        .env("DATABASE_URL", dir.url())
+        .envs(extra.iter().copied())
+        .output()
+        .expect("runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
 /// The trail's lines, by request id (each request id must have exactly one line).
 fn lines_by_request(file: &Path) -> HashMap<String, Value> {
     let text = std::fs::read_to_string(file).expect("the audit file");
@@ -496,17 +527,7 @@ async fn a_full_sink_answers_503_with_the_metric_and_the_trail_recovers_by_itsel
             .request(method, format!("{address}{path}"))
             .bearer_auth(TOKEN)
     };
-    let created: Value = request(Method::POST, "/namespaces")
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
-    let ns = format!(
-        "/namespaces/{}",
-        created["accessKey"].as_str().expect("key")
-    );
+    let ns = format!("/namespaces/{}", create_namespace(&client, &address).await);
 
     // The disk fills: every write to /dev/full fails with ENOSPC.
     let before = dir.0.join("audit.log.1");
@@ -547,17 +568,8 @@ async fn a_full_sink_answers_503_with_the_metric_and_the_trail_recovers_by_itsel
     let after = std::fs::read_to_string(&file).expect("the new file");
     assert!(after.contains(r#""reason":"recovered""#), "{after}");
     // The two files verify as one trail, the gap announced by the chain itself.
-    let verified = binary()
-        .arg("audit")
-        .arg("verify")
-        .arg(&before)
-        .arg(&file)
-        .env("KEY_ENCRYPTION_KEY", TEST_KEK)
-        .env("DATABASE_URL", dir.url())
-        .output()
-        .expect("runs");
-    let report = String::from_utf8_lossy(&verified.stdout);
-    assert!(verified.status.success(), "{report}");
+    let (ok, report) = audit_verify(&dir, &[&before, &file], &[]);
+    assert!(ok, "{report}");
     assert!(report.contains("lost to a failed write"), "{report}");
 }
 
@@ -566,16 +578,7 @@ async fn audit_verify_names_an_edited_line_and_audit_hash_finds_a_key_and_a_name
     let dir = TempDir::new();
     let (address, server) = spawn_sqlite(&dir, &[]).await;
     let client = Client::new();
-    let created: Value = client
-        .post(format!("{address}/namespaces"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
-    let access = created["accessKey"].as_str().expect("key").to_owned();
+    let access = create_namespace(&client, &address).await;
     let read = client
         .get(format!("{address}/namespaces/{access}/secrets/WHO_READ_ME"))
         .bearer_auth(TOKEN)
@@ -757,16 +760,7 @@ async fn an_audit_key_of_its_own_seals_and_tags_the_trail() {
     let address = format!("http://127.0.0.1:{}", application.port());
     let server = ServerGuard(application.handle());
     tokio::spawn(application.run_until_stopped());
-    let created: Value = Client::new()
-        .post(format!("{address}/namespaces"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
-    let access = created["accessKey"].as_str().expect("key");
+    let access = create_namespace(&Client::new(), &address).await;
     let read = Client::new()
         .get(format!("{address}/namespaces/{access}"))
         .bearer_auth(TOKEN)
@@ -786,24 +780,15 @@ async fn an_audit_key_of_its_own_seals_and_tags_the_trail() {
     assert_eq!(lines[0]["type"], "start");
     assert_eq!(lines[0]["key_id"], key.id().as_str());
     let tag = key
-        .access_key_tag(&AccessKey::parse(access).expect("key").hash())
+        .access_key_tag(&AccessKey::parse(&access).expect("key").hash())
         .to_string();
     assert!(lines.iter().any(|l| l["access_key"] == tag), "{text}");
     // Verified with that key alone, and not with the KEK's.
-    let verify = |extra: &[(&str, &str)]| {
-        binary()
-            .args(["audit", "verify"])
-            .arg(dir.0.join("audit.log"))
-            .env("KEY_ENCRYPTION_KEY", TEST_KEK)
-            .env("DATABASE_URL", dir.url())
-            .envs(extra.iter().copied())
-            .output()
-            .expect("runs")
-    };
-    assert!(verify(&[("AUDIT_KEY", own)]).status.success());
-    let without = verify(&[]);
-    assert!(!without.status.success());
-    assert!(String::from_utf8_lossy(&without.stdout).contains("not configured"));
+    let file = dir.0.join("audit.log");
+    assert!(audit_verify(&dir, &[&file], &[("AUDIT_KEY", own)]).0);
+    let (ok, report) = audit_verify(&dir, &[&file], &[]);
+    assert!(!ok);
+    assert!(report.contains("not configured"), "{report}");
 }
 
 #[tokio::test]
@@ -884,14 +869,8 @@ async fn with_the_trail_on_standard_output_a_command_s_result_goes_to_standard_e
     assert!(String::from_utf8_lossy(&rotated.stderr).contains("re-wrapped: 0"));
     let trail = dir.0.join("trail.log");
     std::fs::write(&trail, stdout.as_bytes()).expect("saved");
-    let verified = binary()
-        .args(["audit", "verify"])
-        .arg(&trail)
-        .env("DATABASE_URL", dir.url())
-        .env("KEY_ENCRYPTION_KEY", TEST_KEK)
-        .output()
-        .expect("runs");
-    assert!(verified.status.success());
+    let (ok, report) = audit_verify(&dir, &[&trail], &[]);
+    assert!(ok, "{report}");
 }
 
 #[cfg(unix)]
@@ -929,14 +908,7 @@ async fn sighup_opens_the_audit_file_anew_and_the_chain_goes_on() {
     service.signal(nix::sys::signal::Signal::SIGTERM);
     let (status, _) = service.finish(Duration::from_secs(30));
     assert!(status.success());
-    let verified = binary()
-        .args(["audit", "verify"])
-        .arg(&file)
-        .env("DATABASE_URL", dir.url())
-        .env("KEY_ENCRYPTION_KEY", TEST_KEK)
-        .output()
-        .expect("runs");
-    let report = String::from_utf8_lossy(&verified.stdout);
-    assert!(verified.status.success(), "{report}");
+    let (ok, report) = audit_verify(&dir, &[&file], &[]);
+    assert!(ok, "{report}");
     assert!(report.contains("1 chains (1 ended)"), "{report}");
 }
