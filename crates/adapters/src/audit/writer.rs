@@ -28,7 +28,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write as _};
 use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -85,9 +85,6 @@ pub enum AuditError {
     /// The queue is full.
     #[error("the audit trail's queue is full")]
     Full,
-    /// The trail is failing; requests are refused until it recovers.
-    #[error("the audit trail is failing until a write succeeds again")]
-    Unhealthy,
     /// The trail was closed.
     #[error("the audit trail is closed")]
     Closed,
@@ -102,7 +99,6 @@ enum Message {
 struct Shared {
     healthy: AtomicBool,
     reopen: AtomicBool,
-    written: AtomicU64,
 }
 
 /// An audit trail being written: the handle requests and commands record their lines through.
@@ -152,7 +148,6 @@ impl AuditLog {
         let shared = Arc::new(Shared {
             healthy: AtomicBool::new(true),
             reopen: AtomicBool::new(false),
-            written: AtomicU64::new(1),
         });
         let (sender, receiver) = mpsc::sync_channel(QUEUE);
         let (done_sender, done) = mpsc::channel();
@@ -217,18 +212,6 @@ impl AuditLog {
     #[must_use]
     pub fn healthy(&self) -> bool {
         self.shared.healthy.load(Ordering::Acquire)
-    }
-
-    /// Lines written so far by this process.
-    #[must_use]
-    pub fn written(&self) -> u64 {
-        self.shared.written.load(Ordering::Relaxed)
-    }
-
-    /// The id of the audit key the chain is sealed with.
-    #[must_use]
-    pub fn key_id(&self) -> &AuditKeyId {
-        &self.key_id
     }
 
     /// Asks the writer to open the file anew before its next group (SIGHUP, log rotation).
@@ -388,7 +371,6 @@ impl Writer {
         let time = now();
         let mut bytes = std::mem::take(&mut self.buffer);
         bytes.clear();
-        let lines = group.len() as u64 + u64::from(reason.is_some());
         let first = self.chain.next_seq();
         if let Some(reason) = reason {
             if matches!(reason, "deleted" | "replaced") {
@@ -419,7 +401,6 @@ impl Writer {
         self.buffer = bytes;
         match appended {
             Ok(()) => {
-                self.shared.written.fetch_add(lines, Ordering::Relaxed);
                 self.lost_from = None;
                 if !self.shared.healthy.swap(true, Ordering::AcqRel) {
                     tracing::info!("the audit trail writes again; requests are answered");
