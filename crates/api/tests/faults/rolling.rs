@@ -15,7 +15,7 @@
 //!   opened. It lets the lock go and closes A's HTTP connections: A is idle.
 //! - It locks again and sends twice as many writes through B: they run on A's connections, and
 //!   the test sees them all waiting (on the lock in the database, or for a connection).
-//! - SIGTERM. A, idle, stops at once; B drains. While the lock is still held, no write may be
+//! - SIGTERM. A, idle, stops at once (its thread ends); B drains. While the lock is still held, no write may be
 //!   answered (a failure shows at once: the connection under it is gone); then the test lets the
 //!   lock go, and every write must be answered 201.
 
@@ -92,18 +92,7 @@ async fn sigterm_with_writes_in_flight_on_two_workers_answers_every_accepted_wri
         .collect();
     wait_until_waiting(&observer, &db, POOL_SIZE).await;
 
-    node.signal_term();
-    assert!(
-        node.stops_accepting(Duration::from_secs(30)).await,
-        "the listener was still open after SIGTERM:\n{}",
-        node.log()
-    );
-    assert!(
-        node.wait_for_log("shutting down idle worker", Duration::from_secs(30))
-            .await,
-        "worker A did not stop:\n{}",
-        node.log()
-    );
+    stop_with_worker_a_idle(&node).await;
     // With the lock held, every write must still be waiting; one answered now has failed.
     let early = tokio::time::timeout(
         FAILURE_WINDOW,
@@ -144,6 +133,29 @@ async fn sigterm_with_writes_in_flight_on_two_workers_answers_every_accepted_wri
         rows,
         (POOL_SIZE + IN_FLIGHT) as i64,
         "every answered write is stored"
+    );
+}
+
+/// SIGTERM, then waits until the idle worker has stopped and the listener is closed. A worker
+/// that stops ends its thread. The listener is probed only afterwards: a probe accepted in the
+/// moment before the listener closes would be handed to worker A, which would then not be idle.
+async fn stop_with_worker_a_idle(node: &Node) {
+    assert!(
+        node.wait_for_worker_threads(2, Duration::from_secs(5))
+            .await,
+        "two worker threads before the signal"
+    );
+    node.signal_term();
+    assert!(
+        node.wait_for_worker_threads(1, Duration::from_secs(30))
+            .await,
+        "worker A did not stop:\n{}",
+        node.log()
+    );
+    assert!(
+        node.stops_accepting(Duration::from_secs(30)).await,
+        "the listener was still open after SIGTERM:\n{}",
+        node.log()
     );
 }
 

@@ -327,16 +327,30 @@ impl Node {
         self.port
     }
 
-    /// Waits (at most `within`) until the log holds `needle`.
-    pub async fn wait_for_log(&self, needle: &str, within: Duration) -> bool {
+    /// Waits (at most `within`) until the process runs `count` HTTP worker threads. A worker's
+    /// thread is named `actix-server worker N` (`comm` keeps its first 15 bytes) and ends when
+    /// the worker stops.
+    pub async fn wait_for_worker_threads(&self, count: usize, within: Duration) -> bool {
+        let tasks = format!("/proc/{}/task", self.child.id());
+        let workers = || {
+            std::fs::read_dir(&tasks)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|task| std::fs::read_to_string(task.path().join("comm")).ok())
+                .filter(|name| name.starts_with("actix-server wo"))
+                .count()
+        };
         let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if self.log().contains(needle) {
+        loop {
+            if workers() == count {
                 return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        false
     }
 
     /// Sends SIGTERM: the start of a graceful shutdown.
