@@ -15,9 +15,9 @@
 //!   opened. It lets the lock go and closes A's HTTP connections: A is idle.
 //! - It locks again and sends twice as many writes through B: they run on A's connections, and
 //!   the test sees them all waiting (on the lock in the database, or for a connection).
-//! - SIGTERM. A, idle, stops at once (its thread ends); B drains. While the lock is still held, no write may be
-//!   answered (a failure shows at once: the connection under it is gone); then the test lets the
-//!   lock go, and every write must be answered 201.
+//! - SIGTERM. A, idle, stops at once (its thread ends); B drains. While the lock is still held,
+//!   no write may be answered (a failure shows at once: the connection under it is gone); then
+//!   the test lets the lock go, and every write must be answered 201.
 
 use std::time::{Duration, Instant};
 
