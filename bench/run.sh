@@ -35,6 +35,8 @@
 #   VALUE_BYTES (32) POOL_SIZE (32) SYSTEMS ("svc-pg svc-sqlite bao-pg bao-raft pgbench")
 #   SQLITE_POOL_SIZE (POOL_SIZE) SQLITE_POOL_SWEEP ("4": pool sizes for extra SQLite READ runs)
 #   AUDIT_ROUNDS (2: rounds of READ and WRITE with the audit trail off, then on)
+#   AUDIT_DIR (WORK: the folder of the servers' audit file; a tmpfs such as /dev/shm/... takes
+#   the disk's sync out of the trail's cost)
 #   SCALE (1) SCALE_N (1000000) SCALE_BIG (1000) SCALE_SEED_VIA (use-cases: how bench_seed
 #   fills the large database, use-cases or copy; see the top of crates/api/examples/bench_seed.rs)
 #   KEEP_SCALE_DB (0: drop the large database at the end; 1: keep it, and reuse it on the next
@@ -77,6 +79,7 @@ BAO_PG_IDLE="${BAO_PG_IDLE:-64}"
 BIN="${BIN:-$ROOT/target/release/secrets-service}"
 SEED_BIN="${SEED_BIN:-$ROOT/target/release/examples/bench_seed}"
 WORK="${WORK:-/tmp/secrets-bench}"
+AUDIT_DIR="${AUDIT_DIR:-$WORK}"
 OUT="${OUT:-$ROOT/bench-results/$(date +%Y%m%dT%H%M%S)}"
 
 HOST=127.0.0.1
@@ -152,7 +155,7 @@ stop_server() {
   wait "$pid" 2>/dev/null || true
   if [[ -f "$WORK/audit.log" ]]; then
     echo "audit trail: $(wc -l <"$WORK/audit.log") lines, $(du -h "$WORK/audit.log" | cut -f1)" >>"$OUT/server-$SERVER_LABEL.log"
-    rm -f "$WORK/audit.log"
+    rm -f "$AUDIT_DIR/audit.log"
   fi
   # The service logs one line per request: keep the start and the end of the log, not all of it.
   if [[ -f "$WORK/server.log" ]]; then
@@ -195,11 +198,11 @@ wait_http() { # url, expected code, seconds
 start_svc() {
   local label="$1" url="$2" kek="$3" pool="${4:-$POOL_SIZE}"
   port_busy "$SVC_PORT" && die "port $SVC_PORT is in use by a process this script did not start"
-  rm -f "$WORK/audit.log"
+  rm -f "$AUDIT_DIR/audit.log"
   KEY_ENCRYPTION_KEY="$kek" SERVICE_AUTH_TOKENS="$TOKEN" DATABASE_URL="$url" \
     SECRETS__MODE=production SECRETS__SERVER__BIND="$HOST:$SVC_PORT" \
     SECRETS__STORAGE__POOL_SIZE="$pool" \
-    SECRETS__AUDIT__SINK="${SVC_AUDIT:-file}" SECRETS__AUDIT__PATH="$WORK/audit.log" \
+    SECRETS__AUDIT__SINK="${SVC_AUDIT:-file}" SECRETS__AUDIT__PATH="$AUDIT_DIR/audit.log" \
     "$BIN" serve >"$WORK/server.log" 2>&1 &
   SERVER_PID=$!
   SERVER_LABEL="$label"
