@@ -153,8 +153,8 @@ stop_server() {
     kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
   fi
   wait "$pid" 2>/dev/null || true
-  if [[ -f "$WORK/audit.log" ]]; then
-    echo "audit trail: $(wc -l <"$WORK/audit.log") lines, $(du -h "$WORK/audit.log" | cut -f1)" >>"$OUT/server-$SERVER_LABEL.log"
+  if [[ -f "$AUDIT_DIR/audit.log" ]]; then
+    echo "audit trail: $(wc -l <"$AUDIT_DIR/audit.log") lines, $(du -h "$AUDIT_DIR/audit.log" | cut -f1)" >>"$OUT/server-$SERVER_LABEL.log"
     rm -f "$AUDIT_DIR/audit.log"
   fi
   # The service logs one line per request: keep the start and the end of the log, not all of it.
