@@ -1172,6 +1172,35 @@ mod tests {
         }
     }
 
+    /// A service whose store answers exactly `lookups` revision lookups (namespace `id` at
+    /// `revision`) and fails the test if a namespace or secret is read or a data key opened.
+    fn revision_lookups_only(
+        random: CountingRandom,
+        id: NamespaceId,
+        revision: Revision,
+        lookups: usize,
+    ) -> SecretsService<MockSecretStore, crate::ports::MockEnvelope, CountingRandom> {
+        let mut store = MockSecretStore::new();
+        store
+            .expect_find_revision()
+            .times(lookups)
+            .returning(move |_| Ok(Some((id, revision))));
+        store.expect_read_namespace().never();
+        store.expect_find_namespace().never();
+        store.expect_get_secret().never();
+        let mut envelope = crate::ports::MockEnvelope::new();
+        envelope.expect_open_data_key().never();
+        SecretsService::new(store, envelope, random, Limits::default())
+    }
+
+    /// `If-None-Match: <tag>`.
+    fn if_none_match(tag: ETag) -> Condition<ETag> {
+        Condition {
+            if_match: None,
+            if_none_match: Some(Tags::List(vec![tag])),
+        }
+    }
+
     /// The worker's re-read of an unchanged namespace: one lookup of the namespace's id and
     /// revision, then 304. The mocks fail the test if a secret is read or anything decrypted.
     #[tokio::test]
@@ -1181,19 +1210,8 @@ mod tests {
         let key = AccessKey::generate(&random).expect("key");
         let revision = Revision::new(7).expect("revision");
         let current = ETag::new(&key, &Resource::Namespace(id), revision);
-        let mut store = MockSecretStore::new();
-        store
-            .expect_find_revision()
-            .times(2)
-            .returning(move |_| Ok(Some((id, revision))));
-        store.expect_read_namespace().never();
-        let mut envelope = crate::ports::MockEnvelope::new();
-        envelope.expect_open_data_key().never();
-        let service = SecretsService::new(store, envelope, random, Limits::default());
-        let condition = Condition {
-            if_match: None,
-            if_none_match: Some(Tags::List(vec![current])),
-        };
+        let service = revision_lookups_only(random, id, revision, 2);
+        let condition = if_none_match(current);
         let read = service.read_all(&key, &condition).await.expect("read");
         assert!(matches!(read.value, Conditional::NotModified));
         assert_eq!((read.namespace, read.etag), (id, current));
@@ -1211,20 +1229,8 @@ mod tests {
         let revision = Revision::new(9).expect("revision");
         // Read when the namespace was at 9; the secret was last written at 4.
         let current = ETag::seen_at(&key, &resource, Revision::new(4).expect("v"), revision);
-        let mut store = MockSecretStore::new();
-        store
-            .expect_find_revision()
-            .times(1)
-            .returning(move |_| Ok(Some((id, revision))));
-        store.expect_find_namespace().never();
-        store.expect_get_secret().never();
-        let mut envelope = crate::ports::MockEnvelope::new();
-        envelope.expect_open_data_key().never();
-        let service = SecretsService::new(store, envelope, random, Limits::default());
-        let condition = Condition {
-            if_match: None,
-            if_none_match: Some(Tags::List(vec![current])),
-        };
+        let service = revision_lookups_only(random, id, revision, 1);
+        let condition = if_none_match(current);
         let read = service
             .get_secret(&key, &name, &condition)
             .await
@@ -1250,10 +1256,7 @@ mod tests {
             .put(&key, &name("B"), &value("2"))
             .await
             .expect("put");
-        let condition = Condition {
-            if_match: None,
-            if_none_match: Some(Tags::List(vec![first.etag])),
-        };
+        let condition = if_none_match(first.etag);
         let again = service
             .get_secret(&key, &name("A"), &condition)
             .await

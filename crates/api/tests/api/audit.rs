@@ -16,7 +16,8 @@ use secrets_domain::{AccessKey, NamespaceId, SecretName};
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    Options, ServerGuard, TEST_KEK, TOKEN, TempDir, binary, build, key_material, spawn_app_on,
+    Options, ServerGuard, TEST_KEK, TOKEN, TempDir, binary, build, create_namespace_at,
+    key_material, spawn_app_on,
 };
 
 /// The audit key the test KEK derives (no `AUDIT_KEY` is set).
@@ -24,20 +25,6 @@ fn audit_key() -> AuditKey {
     Kek::from_base64(TEST_KEK)
         .expect("the test KEK")
         .audit_key()
-}
-
-/// Creates a namespace through the service at `address`; its access key.
-async fn create_namespace(client: &Client, address: &str) -> String {
-    let created: Value = client
-        .post(format!("{address}/namespaces"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
-    created["accessKey"].as_str().expect("key").to_owned()
 }
 
 /// Runs `secrets-service audit verify` on `files` with the store of `dir`, the test KEK and
@@ -527,7 +514,10 @@ async fn a_full_sink_answers_503_with_the_metric_and_the_trail_recovers_by_itsel
             .request(method, format!("{address}{path}"))
             .bearer_auth(TOKEN)
     };
-    let ns = format!("/namespaces/{}", create_namespace(&client, &address).await);
+    let ns = format!(
+        "/namespaces/{}",
+        create_namespace_at(&client, &address).await
+    );
 
     // The disk fills: every write to /dev/full fails with ENOSPC.
     let before = dir.0.join("audit.log.1");
@@ -578,7 +568,7 @@ async fn audit_verify_names_an_edited_line_and_audit_hash_finds_a_key_and_a_name
     let dir = TempDir::new();
     let (address, server) = spawn_sqlite(&dir, &[]).await;
     let client = Client::new();
-    let access = create_namespace(&client, &address).await;
+    let access = create_namespace_at(&client, &address).await;
     let read = client
         .get(format!("{address}/namespaces/{access}/secrets/WHO_READ_ME"))
         .bearer_auth(TOKEN)
@@ -760,7 +750,7 @@ async fn an_audit_key_of_its_own_seals_and_tags_the_trail() {
     let address = format!("http://127.0.0.1:{}", application.port());
     let server = ServerGuard(application.handle());
     tokio::spawn(application.run_until_stopped());
-    let access = create_namespace(&Client::new(), &address).await;
+    let access = create_namespace_at(&Client::new(), &address).await;
     let read = Client::new()
         .get(format!("{address}/namespaces/{access}"))
         .bearer_auth(TOKEN)

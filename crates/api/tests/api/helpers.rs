@@ -16,6 +16,20 @@ pub const TEST_KEK: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 /// The service token every test app accepts.
 pub const TOKEN: &str = "test-service-token-0123456789";
 
+/// Creates a namespace through the service at `base` (`http://host:port`), asserting 201; its
+/// access key.
+pub async fn create_namespace_at(client: &Client, base: &str) -> String {
+    let response = client
+        .post(format!("{base}/namespaces"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 201);
+    let body: Value = response.json().await.expect("json");
+    body["accessKey"].as_str().expect("accessKey").to_owned()
+}
+
 /// A running application and what a test needs to talk to it and to its database.
 pub struct TestApp {
     pub address: String,
@@ -146,14 +160,7 @@ impl TestApp {
 
     /// Creates a namespace and returns its access key.
     pub async fn create_namespace(&self) -> String {
-        let response = self
-            .request(Method::POST, "/namespaces")
-            .send()
-            .await
-            .expect("sent");
-        assert_eq!(response.status(), 201);
-        let body: Value = response.json().await.expect("json");
-        body["accessKey"].as_str().expect("accessKey").to_owned()
+        create_namespace_at(&self.client, &self.address).await
     }
 
     /// Sets one secret, asserting success; returns the `created` flag.

@@ -12,7 +12,9 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use crate::helpers::{Options, TEST_KEK, TOKEN, assert_error, spawn_app, spawn_app_on};
+use crate::helpers::{
+    Options, TEST_KEK, TOKEN, assert_error, create_namespace_at, spawn_app, spawn_app_on,
+};
 
 // ---------------------------------------------------------------------------------------------
 // OpenAPI
@@ -635,22 +637,6 @@ async fn refuses_connections(port: u16) -> bool {
     TcpStream::connect(("127.0.0.1", port)).await.is_err()
 }
 
-async fn create_namespace(
-    client: &reqwest::Client,
-    service: &crate::common::ServiceProcess,
-) -> String {
-    let created: Value = client
-        .post(service.url("/namespaces"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
-    created["accessKey"].as_str().expect("key").to_owned()
-}
-
 /// The whole graceful shutdown, for one signal: the listener closes at once, the request in
 /// flight is answered and committed, and the exit status is 0.
 #[cfg(unix)]
@@ -658,7 +644,7 @@ async fn a_signal_drains_the_request_in_flight(signal: nix::sys::signal::Signal)
     let dir = TempDir::new();
     let service = crate::common::ServiceProcess::start(&["serve"], &sqlite_env(&dir.0, 30));
     let client = reqwest::Client::new();
-    let key = create_namespace(&client, &service).await;
+    let key = create_namespace_at(&client, &service.url("")).await;
 
     let mut stream = TcpStream::connect(("127.0.0.1", service.port()))
         .await
@@ -732,7 +718,7 @@ async fn sigint_drains_the_same_way_as_sigterm() {
 async fn a_request_that_never_finishes_delays_exit_only_by_the_shutdown_timeout() {
     let dir = TempDir::new();
     let service = crate::common::ServiceProcess::start(&["serve"], &sqlite_env(&dir.0, 1));
-    let key = create_namespace(&reqwest::Client::new(), &service).await;
+    let key = create_namespace_at(&reqwest::Client::new(), &service.url("")).await;
     let mut stream = TcpStream::connect(("127.0.0.1", service.port()))
         .await
         .expect("connect");

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 
-use crate::support::{KEK, Node, Scratch, TOKEN, binary, client, service_env};
+use crate::support::{KEK, Node, Scratch, TOKEN, binary, client, create_namespace, service_env};
 
 /// Clients sending at once.
 const CALLERS: usize = 8;
@@ -25,19 +25,8 @@ async fn a_sigkill_under_load_loses_no_line_of_an_answered_request() {
     );
     let mut node = Node::start(&scratch, &env).await;
     let http = client();
-    let created: Value = http
-        .post(node.url("/namespaces"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
-    let namespace = node.url(&format!(
-        "/namespaces/{}",
-        created["accessKey"].as_str().expect("key")
-    ));
+    let access_key = create_namespace(&http, &node.base()).await;
+    let namespace = node.url(&format!("/namespaces/{access_key}"));
 
     let answered = Arc::new(Mutex::new(HashSet::new()));
     let stop = Arc::new(AtomicBool::new(false));

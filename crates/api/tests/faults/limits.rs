@@ -10,7 +10,9 @@ use reqwest::{Client, Method};
 use secrets_adapters::testing::TestDatabase;
 use serde_json::{Map, Value, json};
 
-use crate::support::{Node, Rng, Scratch, TOKEN, client, count, knob, list_keys, service_env, sql};
+use crate::support::{
+    Node, Rng, Scratch, TOKEN, client, count, create_namespace, knob, list_keys, service_env, sql,
+};
 
 /// The default `limits.max_secrets_per_namespace`.
 const LIMIT: usize = 1000;
@@ -34,12 +36,6 @@ async fn send(
     let response = request.send().await.expect("answered");
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or(Value::Null))
-}
-
-async fn create_namespace(client: &Client, base: &str) -> String {
-    let (status, body) = send(client, base, Method::POST, "/namespaces", None).await;
-    assert_eq!(status, 201);
-    body["accessKey"].as_str().expect("accessKey").to_owned()
 }
 
 /// One race: a namespace a few names short of the limit, then many writers at once, spread

@@ -304,6 +304,19 @@ pub async fn names_with_more_than_one_row(client: &tokio_postgres::Client) -> i6
     .await
 }
 
+/// Creates a namespace through the service at `base`, asserting 201; its access key.
+pub async fn create_namespace(client: &Client, base: &str) -> String {
+    let response = client
+        .post(format!("{base}/namespaces"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("create answered");
+    assert_eq!(response.status(), 201, "create a namespace");
+    let body: serde_json::Value = response.json().await.expect("json");
+    body["accessKey"].as_str().expect("accessKey").to_owned()
+}
+
 /// The `(name, digest)` listing of a namespace, asserting success.
 pub async fn list_keys(client: &Client, base: &str, key: &str) -> Vec<String> {
     let response = client
